@@ -1,0 +1,46 @@
+"""converge: declarative state reconciliation.
+
+Desired-state files import what they declare from here::
+
+    from converge import File
+
+    def desired(facts, settings):
+        yield File(path="/etc/motd", content="hello\\n", mode="0644")
+
+Resource kinds are resolved lazily, so a run imports only the kinds it uses.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr as Secret
+
+from converge.errors import ConvergeError, DesiredStateError
+from converge.facts import Facts
+
+if TYPE_CHECKING:
+    from converge.resources.file import File
+    from converge.resources.fileline import FileLine
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergeError",
+    "DesiredStateError",
+    "Facts",
+    "File",
+    "FileLine",
+    "Secret",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    from converge.registry import KINDS
+
+    if name in KINDS:
+        import importlib
+
+        return getattr(importlib.import_module(KINDS[name]), name)
+    raise AttributeError(f"module 'converge' has no attribute {name!r}")

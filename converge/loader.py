@@ -1,0 +1,227 @@
+"""Load a desired-state file: import it, build its settings, call ``desired``, collect resources.
+
+Every problem becomes a :class:`DesiredStateError` naming the file and line (or the resource);
+nothing here touches the managed host except reading the template and source files the
+desired state names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from converge.errors import DesiredStateError, UsageError
+from converge.facts import Facts
+from converge.resources.base import Resource
+
+
+class NoSettings(BaseModel):
+    """The settings of a desired-state file that declares no ``Settings`` class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Catalog:
+    """A loaded desired state: its resources in declaration order, settings and facts."""
+
+    path: Path
+    resources: list[Resource]
+    settings: BaseModel
+    facts: Facts
+    digest: str = ""
+    by_key: dict[str, Resource] = field(default_factory=dict)
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """A pydantic error without input values (an input may be a secret)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(model)"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        parts.append(f"{prefix}{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def _line_in(exc: BaseException, filename: str) -> int | None:
+    """The deepest line of ``filename`` in the exception's traceback."""
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def import_file(path: Path) -> types.ModuleType:
+    """Import a desired-state file as a module (its directory importable for its helpers)."""
+    filename = str(path)
+    try:
+        source = path.read_bytes()
+    except FileNotFoundError:
+        raise DesiredStateError("desired-state file not found", file=filename) from None
+    except OSError as exc:
+        raise DesiredStateError(f"cannot read desired-state file: {exc.strerror}",
+                                file=filename) from None
+    try:
+        code = compile(source, filename, "exec")
+    except SyntaxError as exc:
+        raise DesiredStateError(f"syntax error: {exc.msg}", file=filename,
+                                line=exc.lineno) from None
+    digest = hashlib.sha256(source).hexdigest()
+    name = f"converge_desired_{path.stem}_{digest[:8]}"
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    sys.modules[name] = module
+    parent = str(path.parent)
+    added = parent not in sys.path
+    if added:
+        sys.path.insert(0, parent)
+    try:
+        exec(code, module.__dict__)
+    except ValidationError as exc:
+        raise DesiredStateError(format_validation_error(exc, f"{exc.title}: "), file=filename,
+                                line=_line_in(exc, filename)) from None
+    except Exception as exc:
+        raise DesiredStateError(f"error while importing: {type(exc).__name__}: {exc}",
+                                file=filename, line=_line_in(exc, filename)) from None
+    finally:
+        if added:
+            sys.path.remove(parent)
+    module.__dict__["__converge_digest__"] = digest
+    return module
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` strings from ``--set``; JSON for lists and objects."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set expects key=value, got {pair!r}")
+        if value[:1] in "[{":
+            try:
+                values[key] = json.loads(value)
+                continue
+            except json.JSONDecodeError:
+                pass
+        values[key] = value
+    return values
+
+
+def build_settings(
+    module: types.ModuleType,
+    overrides: Mapping[str, Any],
+    secrets_dir: Path | None,
+) -> BaseModel:
+    filename = module.__file__ or "?"
+    cls = module.__dict__.get("Settings")
+    if cls is None:
+        if overrides:
+            raise UsageError(f"{filename} declares no Settings; cannot --set "
+                             + ", ".join(sorted(overrides)))
+        return NoSettings()
+    if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+        raise DesiredStateError("Settings must be a pydantic BaseSettings (or BaseModel) class",
+                                file=filename)
+    unknown = sorted(set(overrides) - set(cls.model_fields))
+    if unknown:
+        known = ", ".join(sorted(cls.model_fields)) or "(none)"
+        raise UsageError(f"unknown setting(s) {', '.join(unknown)} for {filename}; known: {known}")
+    kwargs: dict[str, Any] = dict(overrides)
+    try:
+        from pydantic_settings import BaseSettings
+    except ImportError:  # pragma: no cover - a dependency, but keep the error readable
+        BaseSettings = None  # type: ignore[assignment,misc]
+    if BaseSettings is not None and issubclass(cls, BaseSettings) and secrets_dir is not None:
+        kwargs["_secrets_dir"] = str(secrets_dir)
+    try:
+        return cls(**kwargs)
+    except ValidationError as exc:
+        raise DesiredStateError("invalid settings: " + format_validation_error(exc),
+                                file=filename) from None
+
+
+def collect(module: types.ModuleType, facts: Facts, settings: BaseModel) -> list[Resource]:
+    filename = module.__file__ or "?"
+    func = module.__dict__.get("desired")
+    if func is None or not callable(func):
+        raise DesiredStateError(
+            "defines no desired(facts, settings) function returning resources", file=filename
+        )
+    code = getattr(func, "__code__", None)
+    def_line = code.co_firstlineno if code is not None else None
+    resources: list[Resource] = []
+    current_line = def_line
+    try:
+        produced = func(facts, settings)
+        if produced is None:
+            raise DesiredStateError("desired() returned None; return or yield resources",
+                                    file=filename, line=def_line)
+        if not isinstance(produced, Iterable):
+            raise DesiredStateError(
+                f"desired() returned {type(produced).__name__}, not an iterable of resources",
+                file=filename, line=def_line)
+        generator = produced if isinstance(produced, types.GeneratorType) else None
+        for item in _flatten(produced):
+            if generator is not None and generator.gi_frame is not None:
+                current_line = generator.gi_frame.f_lineno
+            if not isinstance(item, Resource):
+                raise DesiredStateError(
+                    f"desired() produced {item!r} ({type(item).__name__}), not a resource",
+                    file=filename, line=current_line)
+            resources.append(item)
+    except DesiredStateError:
+        raise
+    except ValidationError as exc:
+        raise DesiredStateError(format_validation_error(exc, f"{exc.title}: "), file=filename,
+                                line=_line_in(exc, filename) or current_line) from None
+    except Exception as exc:
+        raise DesiredStateError(f"error in desired(): {type(exc).__name__}: {exc}",
+                                file=filename, line=_line_in(exc, filename)) from None
+    return resources
+
+
+def _flatten(items: Iterable[Any]) -> Iterable[Any]:
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            yield from _flatten(item)
+        else:
+            yield item
+
+
+def load(
+    path: Path,
+    facts: Facts,
+    overrides: Mapping[str, Any] | None = None,
+    secrets_dir: Path | None = None,
+) -> Catalog:
+    """Load ``path`` into a checked catalog (resources validated, unique, prepared)."""
+    path = path.absolute()
+    module = import_file(path)
+    settings = build_settings(module, overrides or {}, secrets_dir)
+    resources = collect(module, facts, settings)
+    by_key: dict[str, Resource] = {}
+    for r in resources:
+        if r.key in by_key:
+            first = by_key[r.key]
+            raise DesiredStateError(
+                f"duplicate resource {r.key}: declared at {first.origin} and at {r.origin}"
+            )
+        by_key[r.key] = r
+    for r in resources:
+        r.prepare(path.parent)
+    return Catalog(path, resources, settings, facts, module.__dict__["__converge_digest__"],
+                   by_key)

@@ -1,0 +1,1 @@
+"""Resource kinds: one module per kind, the model and its providers side by side."""

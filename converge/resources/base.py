@@ -1,0 +1,147 @@
+"""The resource model and the provider contract shared by every kind.
+
+A resource is a frozen pydantic model (``extra="forbid"``): pure data, validated without
+touching any host, identified as ``Kind[name]``. A field left unset is not managed.
+
+A provider binds a kind to a host:
+
+- ``probe(host, resources)`` returns the actual state of all of them, batched;
+- ``diff(desired, actual)`` is pure and returns the :class:`~converge.plan.Change` list;
+- ``apply(host, desired, actual, changes)`` does exactly those changes;
+- ``refresh(host, desired)`` reacts to a notification (restart, re-run).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr
+
+if TYPE_CHECKING:
+    from converge.facts import Facts
+    from converge.host import Host
+    from converge.plan import Change
+
+KEY_RE = re.compile(r"^([A-Z][A-Za-z0-9]*)\[(.+)\]$", re.S)
+
+_INTERNAL = (str(Path(__file__).resolve().parent.parent), "/pydantic/", "/pydantic_core/")
+
+
+def _to_keys(value: Any) -> Any:
+    """Accept a resource, a ``Kind[name]`` key, or a list of them; keep keys."""
+    if value is None:
+        return ()
+    if isinstance(value, (Resource, str)):
+        value = [value]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        return value  # let pydantic report the type error
+    keys = []
+    for item in value:
+        if isinstance(item, Resource):
+            keys.append(item.key)
+        elif isinstance(item, str):
+            if not KEY_RE.match(item):
+                raise ValueError(f"{item!r} is not a resource reference like 'File[/etc/motd]'")
+            keys.append(item)
+        else:
+            raise ValueError(f"{item!r} is neither a resource nor a 'Kind[name]' reference")
+    return tuple(keys)
+
+
+Refs = Annotated[tuple[str, ...], BeforeValidator(_to_keys)]
+
+
+def _caller_origin() -> str | None:
+    """file:line of the first frame outside converge and pydantic (the desired-state file)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_INTERNAL[0]) and "/pydantic" not in filename:
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+class Resource(BaseModel):
+    """Common fields of every resource kind."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=False)
+
+    kind: ClassVar[str] = "Resource"
+
+    requires: Refs = ()
+    """Resources (or ``Kind[name]`` keys) that must be converged before this one."""
+    notify: Refs = ()
+    """Resources refreshed (service restarted, command re-run) when this one changes."""
+    provider: str | None = None
+    """Force a provider by name instead of choosing one by the host's capabilities."""
+
+    _origin: str | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._origin = _caller_origin()
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}[{self.name}]"
+
+    @property
+    def origin(self) -> str | None:
+        """Where the resource was declared (``file:line``), when known."""
+        return self._origin
+
+    def implied_requires(self) -> Iterable[str]:
+        """Keys this resource depends on *if they are declared* (parent dir, owner...)."""
+        return ()
+
+    def prepare(self, base_dir: Path) -> None:
+        """Control-side work done at load time (render templates, read sources).
+
+        Runs before anything is probed, so that an error here stops the run before any change.
+        """
+
+    def __str__(self) -> str:
+        return self.key
+
+
+R = TypeVar("R", bound=Resource)
+S = TypeVar("S")
+
+
+class Provider(Generic[R, S]):
+    """Binds a resource kind to the commands or calls that manage it on a host."""
+
+    name: ClassVar[str]
+    commands: ClassVar[tuple[str, ...]] = ()
+    """Commands that must exist on the host for this provider to be usable."""
+    exclusive: ClassVar[bool] = False
+    """Apply one resource at a time (e.g. the package manager holds a lock)."""
+
+    @classmethod
+    def unusable(cls, host: Host, facts: Facts) -> str | None:
+        """Why this provider cannot work on ``host`` (``None`` when it can)."""
+        missing = [c for c in cls.commands if host.which(c) is None]
+        if missing:
+            return "missing command " + ", ".join(missing)
+        return None
+
+    def probe(self, host: Host, resources: Sequence[R]) -> dict[str, S | None]:
+        raise NotImplementedError
+
+    def diff(self, desired: R, actual: S | None) -> list[Change]:
+        raise NotImplementedError
+
+    def apply(self, host: Host, desired: R, actual: S | None, changes: list[Change]) -> list[str]:
+        """Make exactly ``changes``; return the paths of backups made (if any)."""
+        raise NotImplementedError
+
+    def refresh(self, host: Host, desired: R) -> None:
+        """React to a notification. Most kinds have nothing to do."""

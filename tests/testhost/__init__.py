@@ -1,0 +1,1 @@
+"""Throwaway systemd test hosts (systemd-nspawn) for converge tests."""
