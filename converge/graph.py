@@ -40,6 +40,15 @@ def build(resources: Sequence[Resource]) -> nx.DiGraph:
         for dep in r.implied_requires():
             if dep in by_key and dep != r.key and not graph.has_edge(dep, r.key):
                 graph.add_edge(dep, r.key, why="implied")
+    last_of: dict[str, str] = {}
+    for r in resources:
+        serial = r.serial_key()
+        if serial is None:
+            continue
+        previous = last_of.get(serial)
+        if previous is not None and not graph.has_edge(previous, r.key):
+            graph.add_edge(previous, r.key, why="same target")
+        last_of[serial] = r.key
     check_acyclic(graph)
     return graph
 

@@ -102,6 +102,13 @@ class Resource(BaseModel):
         """Keys this resource depends on *if they are declared* (parent dir, owner...)."""
         return ()
 
+    def serial_key(self) -> str | None:
+        """Resources sharing a serial key are applied one after another, in declaration order.
+
+        Two edits of one file must not be probed together and then applied one over the other.
+        """
+        return None
+
     def prepare(self, base_dir: Path) -> None:
         """Control-side work done at load time (render templates, read sources).
 

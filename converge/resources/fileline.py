@@ -66,6 +66,9 @@ class FileLine(Resource):
     def implied_requires(self) -> Iterable[str]:
         yield f"File[{self.path}]"
 
+    def serial_key(self) -> str | None:
+        return f"file:{self.path}"
+
     def edit(self, text: str) -> str:
         """The file's new text (pure: the diff and the apply compute it the same way)."""
         lines = text.splitlines()

@@ -1,0 +1,194 @@
+"""The engine's contracts, with a small test kind (tests/kinds.py) backed by real files."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from converge import registry
+from converge.engine import Engine
+from converge.errors import GraphError
+from converge.facts import Facts
+from converge.graph import build, generations, to_dot
+from converge.host import LocalHost
+from converge.resources.base import Resource
+from tests.kinds import Marker, events, intervals
+
+
+@pytest.fixture(autouse=True)
+def marker_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.KINDS, "Marker", "tests.kinds")
+
+
+def run(resources: list[Resource], tmp_path: Path, *, apply: bool = True, jobs: int = 4,
+        max_passes: int = 3):  # type: ignore[no-untyped-def]
+    engine = Engine(resources, build(resources), LocalHost(state_dir=tmp_path / "state"),
+                    Facts(), jobs=jobs, max_passes=max_passes)
+    return engine.apply() if apply else engine.plan()
+
+
+def status(report, key: str) -> str:  # type: ignore[no-untyped-def]
+    return next(r.status for r in report.resources if r.id == key)
+
+
+def test_first_apply_changes_second_does_nothing(tmp_path: Path) -> None:
+    rs: list[Resource] = [Marker(title="a", dir=str(tmp_path)),
+                          Marker(title="b", dir=str(tmp_path), requires=["Marker[a]"])]
+    first = run(rs, tmp_path)
+    assert [r.status for r in first.resources] == ["changed", "changed"]
+    assert first.passes == 2  # the second pass confirmed convergence
+    second = run(rs, tmp_path)
+    assert [r.status for r in second.resources] == ["unchanged", "unchanged"]
+    assert second.passes == 1
+    assert not run(rs, tmp_path, apply=False).pending
+
+
+def test_generation_is_probed_after_its_dependencies_apply(tmp_path: Path) -> None:
+    a = Marker(title="a", dir=str(tmp_path), value="42")
+    b = Marker(title="b", dir=str(tmp_path), requires=[a], reads=str(tmp_path / "a"))
+    run([a, b], tmp_path)
+    # b was probed (in its first pass) only after a had been applied
+    assert (tmp_path / "b.saw").read_text() == "42"
+    ev = events(tmp_path)
+    assert ev.index(("apply-end", "a")) < ev.index(("probe", "b"))
+
+
+def test_failure_skips_descendants_only(tmp_path: Path) -> None:
+    bad = Marker(title="bad", dir=str(tmp_path), fail=True)
+    child = Marker(title="child", dir=str(tmp_path), requires=[bad])
+    grandchild = Marker(title="grandchild", dir=str(tmp_path), requires=[child])
+    other = Marker(title="other", dir=str(tmp_path))
+    report = run([bad, child, grandchild, other], tmp_path)
+    assert status(report, "Marker[bad]") == "failed"
+    assert "was told to fail" in (report.resources[0].error or "")
+    assert status(report, "Marker[child]") == "skipped"
+    assert status(report, "Marker[grandchild]") == "skipped"
+    assert status(report, "Marker[other]") == "changed"
+    assert not (tmp_path / "child").exists() and (tmp_path / "other").exists()
+    assert report.summary.failed == 1 and report.summary.skipped == 2
+
+
+def test_apply_that_does_not_converge_is_a_failure(tmp_path: Path) -> None:
+    liar = Marker(title="liar", dir=str(tmp_path), lie=True)
+    after = Marker(title="after", dir=str(tmp_path), requires=[liar])
+    report = run([liar, after], tmp_path)
+    assert status(report, "Marker[liar]") == "failed"
+    assert "still differs after apply (value)" in (report.resources[0].error or "")
+    assert status(report, "Marker[after]") == "skipped"
+
+
+def test_notify_refreshes_once_after_the_target_converges(tmp_path: Path) -> None:
+    svc = Marker(title="svc", dir=str(tmp_path))
+    conf1 = Marker(title="conf1", dir=str(tmp_path), notify=[svc])
+    conf2 = Marker(title="conf2", dir=str(tmp_path), notify=["Marker[svc]"])
+    report = run([svc, conf1, conf2], tmp_path)
+    ev = events(tmp_path)
+    assert ev.count(("refresh", "svc")) == 1
+    # the target's own change is applied before it is refreshed; notifiers before the target
+    assert ev.index(("apply-end", "svc")) < ev.index(("refresh", "svc"))
+    assert ev.index(("apply-end", "conf1")) < ev.index(("apply-start", "svc"))
+    assert next(r for r in report.resources if r.id == "Marker[svc]").refreshed
+    # nothing changes: no refresh
+    (tmp_path / "events.log").unlink()
+    run([svc, conf1, conf2], tmp_path)
+    assert ("refresh", "svc") not in events(tmp_path)
+    # one notifier drifts: one refresh
+    (tmp_path / "conf2").write_text("drift")
+    (tmp_path / "events.log").unlink()
+    run([svc, conf1, conf2], tmp_path)
+    assert events(tmp_path).count(("refresh", "svc")) == 1
+
+
+def test_failed_notifier_does_not_refresh(tmp_path: Path) -> None:
+    svc = Marker(title="svc", dir=str(tmp_path))
+    bad = Marker(title="bad", dir=str(tmp_path), notify=[svc], fail=True)
+    report = run([svc, bad], tmp_path)
+    assert status(report, "Marker[svc]") == "skipped"  # it depends on its notifier
+    assert ("refresh", "svc") not in events(tmp_path)
+
+
+def test_independent_resources_apply_concurrently(tmp_path: Path) -> None:
+    rs: list[Resource] = [Marker(title=f"m{i}", dir=str(tmp_path), sleep=0.3) for i in range(4)]
+    run(rs, tmp_path, jobs=4)
+    spans = sorted(intervals(tmp_path).values())
+    # all four overlap: each starts before the first one ends
+    assert all(start < spans[0][1] for start, _ in spans)
+
+
+def test_exclusive_provider_applies_one_at_a_time(tmp_path: Path) -> None:
+    rs: list[Resource] = [Marker(title=f"m{i}", dir=str(tmp_path), sleep=0.1,
+                                 provider="exclusive") for i in range(4)]
+    run(rs, tmp_path, jobs=4)
+    spans = sorted(intervals(tmp_path).values())
+    assert all(prev_end <= start for (_, prev_end), (start, _) in itertools.pairwise(spans))
+
+
+def test_flapping_resource_is_reported(tmp_path: Path) -> None:
+    # b overwrites a's file on every apply, so a changes on every pass
+    a = Marker(title="a", dir=str(tmp_path), value="A")
+    clobber_dir = tmp_path / "c"
+    clobber_dir.mkdir()
+    (clobber_dir / "b").symlink_to(tmp_path / "a")  # b's file *is* a's file
+    b = Marker(title="b", dir=str(clobber_dir), value="B", requires=[a])
+    report = run([a, b], tmp_path, max_passes=3)
+    assert report.passes == 3
+    assert status(report, "Marker[a]") == "flapping"
+    assert "changed on 3 of 3 passes" in (report.resources[0].error or "")
+    assert report.failed
+
+
+def test_plan_marks_resources_downstream_of_pending_changes(tmp_path: Path) -> None:
+    (tmp_path / "b").write_text("on")
+    a = Marker(title="a", dir=str(tmp_path))
+    b = Marker(title="b", dir=str(tmp_path), requires=[a])
+    plan = run([a, b], tmp_path, apply=False)
+    rb = plan.resources[1]
+    assert rb.action == "none" and any("Marker[a]" in n and "stale" in n for n in rb.notes)
+    assert not (tmp_path / "a").exists()  # plan changed nothing
+
+
+def test_cycle_is_reported_with_its_path(tmp_path: Path) -> None:
+    a = Marker(title="a", dir=str(tmp_path), requires=["Marker[c]"])
+    b = Marker(title="b", dir=str(tmp_path), requires=["Marker[a]"])
+    c = Marker(title="c", dir=str(tmp_path), requires=["Marker[b]"])
+    with pytest.raises(GraphError) as exc:
+        build([a, b, c])
+    text = str(exc.value)
+    assert "dependency cycle" in text
+    for key in ("Marker[a]", "Marker[b]", "Marker[c]"):
+        assert key in text
+    assert "test_engine.py:" in text  # where each was declared
+
+
+def test_missing_reference(tmp_path: Path) -> None:
+    a = Marker(title="a", dir=str(tmp_path), requires=["Package[nginx]"])
+    with pytest.raises(GraphError, match=r"Marker\[a\] \(.*test_engine.py:\d+\) requires "
+                       r"Package\[nginx\], which is not declared"):
+        build([a])
+
+
+def test_generations_and_dot(tmp_path: Path) -> None:
+    a = Marker(title="a", dir=str(tmp_path))
+    b = Marker(title="b", dir=str(tmp_path), requires=[a])
+    c = Marker(title="c", dir=str(tmp_path), notify=[b])
+    g = build([a, b, c])
+    assert list(generations(g)) == [["Marker[a]", "Marker[c]"], ["Marker[b]"]]
+    dot = to_dot(g)
+    assert '"Marker[a]" -> "Marker[b]";' in dot
+    assert '"Marker[c]" -> "Marker[b]" [style=dashed, label="notify"];' in dot
+
+
+def test_no_usable_provider_names_every_candidate(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import kinds
+
+    monkeypatch.setattr(kinds.MarkerProvider, "commands", ("no-such-tool-1",))
+    monkeypatch.setattr(kinds.ExclusiveMarkerProvider, "commands", ("no-such-tool-2",))
+    a = Marker(title="a", dir=str(tmp_path))
+    report = run([a], tmp_path)
+    err = report.resources[0].error or ""
+    assert report.resources[0].status == "failed"
+    assert "file: missing command no-such-tool-1" in err
+    assert "exclusive: missing command no-such-tool-2" in err
