@@ -20,12 +20,14 @@ from converge.errors import ConvergeError, DesiredStateError
 from converge.facts import Facts
 
 if TYPE_CHECKING:
+    from converge.resources.command import Command
     from converge.resources.file import File
     from converge.resources.fileline import FileLine
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Command",
     "ConvergeError",
     "DesiredStateError",
     "Facts",

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 KINDS: dict[str, str] = {
     "File": "converge.resources.file",
     "FileLine": "converge.resources.fileline",
+    "Command": "converge.resources.command",
 }
 
 
