@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from converge.resources.command import Command
     from converge.resources.file import File
     from converge.resources.fileline import FileLine
+    from converge.resources.user import Group, User
 
 __version__ = "0.1.0"
 
@@ -33,7 +34,9 @@ __all__ = [
     "Facts",
     "File",
     "FileLine",
+    "Group",
     "Secret",
+    "User",
     "__version__",
 ]
 

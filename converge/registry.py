@@ -21,6 +21,8 @@ KINDS: dict[str, str] = {
     "File": "converge.resources.file",
     "FileLine": "converge.resources.fileline",
     "Command": "converge.resources.command",
+    "User": "converge.resources.user",
+    "Group": "converge.resources.user",
 }
 
 

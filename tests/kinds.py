@@ -21,7 +21,7 @@ from converge.resources.base import Provider, Resource
 class Marker(Resource):
     kind: ClassVar[str] = "Marker"
 
-    title: str
+    name: str
     dir: str
     value: str = "on"
     fail: bool = False  # apply raises
@@ -30,16 +30,12 @@ class Marker(Resource):
     reads: str | None = None  # record what this file held when probed (generation probing)
 
     @property
-    def name(self) -> str:
-        return self.title
-
-    @property
     def file(self) -> Path:
-        return Path(self.dir) / self.title
+        return Path(self.dir) / self.name
 
     def log(self, what: str) -> None:
         with open(Path(self.dir) / "events.log", "a") as f:
-            f.write(f"{time.monotonic():.6f} {what} {self.title}\n")
+            f.write(f"{time.monotonic():.6f} {what} {self.name}\n")
 
 
 class MarkerProvider(Provider[Marker, str]):
@@ -51,7 +47,7 @@ class MarkerProvider(Provider[Marker, str]):
             r.log("probe")
             if r.reads is not None:
                 seen = Path(r.reads).read_text() if os.path.exists(r.reads) else "(missing)"
-                with open(Path(r.dir) / f"{r.title}.saw", "w") as f:
+                with open(Path(r.dir) / f"{r.name}.saw", "w") as f:
                     f.write(seen)
             out[r.key] = r.file.read_text() if r.file.exists() else None
         return out

@@ -13,7 +13,7 @@ def test_creates_guard_lifecycle(cli, write_desired, tmp_path: Path) -> None:
         from converge import Command
 
         def desired(facts, settings):
-            yield Command(title="initdb", argv=["touch", "{marker}"], creates="{marker}")
+            yield Command(name="initdb", argv=["touch", "{marker}"], creates="{marker}")
     """)
     plan = cli("plan", desired, "--json")
     assert plan.code == 2
@@ -34,9 +34,9 @@ def test_unless_and_onlyif(cli, write_desired, tmp_path: Path) -> None:
         from converge import Command
 
         def desired(facts, settings):
-            yield Command(title="fill", argv=["sh", "-c", "echo full > {f}"],
+            yield Command(name="fill", argv=["sh", "-c", "echo full > {f}"],
                           unless=["grep", "-q", "full", "{f}"])
-            yield Command(title="empty-if-huge", argv=["truncate", "-s", "0", "{f}"],
+            yield Command(name="empty-if-huge", argv=["truncate", "-s", "0", "{f}"],
                           onlyif=["test", "-s", "{f}.huge"], requires=["Command[fill]"])
     """)
     assert cli("apply", desired).code == 2
@@ -53,7 +53,7 @@ def test_failure_shows_output_and_skips_dependents(cli, write_desired, tmp_path:
         from converge import Command, File
 
         def desired(facts, settings):
-            yield Command(title="broken", argv=["sh", "-c", "echo oops >&2; exit 3"],
+            yield Command(name="broken", argv=["sh", "-c", "echo oops >&2; exit 3"],
                           creates="{tmp_path}/never")
             yield File(path="{tmp_path}/after", content="x", requires=["Command[broken]"])
             yield File(path="{tmp_path}/independent", content="y")
@@ -73,7 +73,7 @@ def test_refreshonly_runs_once_when_notified(cli, write_desired, tmp_path: Path)
         def desired(facts, settings):
             yield File(path="{tmp_path}/a.conf", content="a", notify=["Command[reload]"])
             yield File(path="{tmp_path}/b.conf", content="b", notify=["Command[reload]"])
-            yield Command(title="reload", argv=["sh", "-c", "echo reload >> {log}"],
+            yield Command(name="reload", argv=["sh", "-c", "echo reload >> {log}"],
                           refreshonly=True)
     """)
     assert cli("apply", desired).code == 2
@@ -93,7 +93,7 @@ def test_secret_env_never_printed_and_not_in_argv(cli, write_desired, tmp_path: 
         from converge import Command, Secret
 
         def desired(facts, settings):
-            yield Command(title="use-secret",
+            yield Command(name="use-secret",
                           argv=["sh", "-c", 'printf %s "$PW" > {out}; echo "pw is $PW"; exit 1'],
                           env={{"PW": Secret(os.environ["TEST_PW"])}}, creates="{out}.done")
     """)
@@ -116,7 +116,7 @@ def test_user_and_cwd(cli, write_desired, tmp_path: Path) -> None:
         from converge import Command
 
         def desired(facts, settings):
-            yield Command(title="whoami", argv=["sh", "-c", "id -un > who; pwd >> who"],
+            yield Command(name="whoami", argv=["sh", "-c", "id -un > who; pwd >> who"],
                           cwd="{work}", user="nobody", creates="{work}/who")
     """)
     assert cli("apply", desired).code == 2
@@ -128,7 +128,7 @@ def test_unguarded_command_is_refused(cli, write_desired, tmp_path: Path) -> Non
         from converge import Command
 
         def desired(facts, settings):
-            yield Command(title="always", argv=["true"])
+            yield Command(name="always", argv=["true"])
     """)
     r = cli("plan", desired)
     assert r.code == 1 and "needs a guard" in r.err and ".py:4:" in r.err
@@ -140,8 +140,8 @@ def test_missing_guard_program_fails_only_that_command(cli, write_desired,
         from converge import Command
 
         def desired(facts, settings):
-            yield Command(title="bad", argv=["true"], unless=["no-such-program-xyz"])
-            yield Command(title="good", argv=["touch", "{tmp_path}/good"],
+            yield Command(name="bad", argv=["true"], unless=["no-such-program-xyz"])
+            yield Command(name="good", argv=["touch", "{tmp_path}/good"],
                           creates="{tmp_path}/good")
     """)
     r = cli("apply", desired)

@@ -34,8 +34,8 @@ def status(report, key: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_first_apply_changes_second_does_nothing(tmp_path: Path) -> None:
-    rs: list[Resource] = [Marker(title="a", dir=str(tmp_path)),
-                          Marker(title="b", dir=str(tmp_path), requires=["Marker[a]"])]
+    rs: list[Resource] = [Marker(name="a", dir=str(tmp_path)),
+                          Marker(name="b", dir=str(tmp_path), requires=["Marker[a]"])]
     first = run(rs, tmp_path)
     assert [r.status for r in first.resources] == ["changed", "changed"]
     assert first.passes == 2  # the second pass confirmed convergence
@@ -46,8 +46,8 @@ def test_first_apply_changes_second_does_nothing(tmp_path: Path) -> None:
 
 
 def test_generation_is_probed_after_its_dependencies_apply(tmp_path: Path) -> None:
-    a = Marker(title="a", dir=str(tmp_path), value="42")
-    b = Marker(title="b", dir=str(tmp_path), requires=[a], reads=str(tmp_path / "a"))
+    a = Marker(name="a", dir=str(tmp_path), value="42")
+    b = Marker(name="b", dir=str(tmp_path), requires=[a], reads=str(tmp_path / "a"))
     run([a, b], tmp_path)
     # b was probed (in its first pass) only after a had been applied
     assert (tmp_path / "b.saw").read_text() == "42"
@@ -56,10 +56,10 @@ def test_generation_is_probed_after_its_dependencies_apply(tmp_path: Path) -> No
 
 
 def test_failure_skips_descendants_only(tmp_path: Path) -> None:
-    bad = Marker(title="bad", dir=str(tmp_path), fail=True)
-    child = Marker(title="child", dir=str(tmp_path), requires=[bad])
-    grandchild = Marker(title="grandchild", dir=str(tmp_path), requires=[child])
-    other = Marker(title="other", dir=str(tmp_path))
+    bad = Marker(name="bad", dir=str(tmp_path), fail=True)
+    child = Marker(name="child", dir=str(tmp_path), requires=[bad])
+    grandchild = Marker(name="grandchild", dir=str(tmp_path), requires=[child])
+    other = Marker(name="other", dir=str(tmp_path))
     report = run([bad, child, grandchild, other], tmp_path)
     assert status(report, "Marker[bad]") == "failed"
     assert "was told to fail" in (report.resources[0].error or "")
@@ -71,8 +71,8 @@ def test_failure_skips_descendants_only(tmp_path: Path) -> None:
 
 
 def test_apply_that_does_not_converge_is_a_failure(tmp_path: Path) -> None:
-    liar = Marker(title="liar", dir=str(tmp_path), lie=True)
-    after = Marker(title="after", dir=str(tmp_path), requires=[liar])
+    liar = Marker(name="liar", dir=str(tmp_path), lie=True)
+    after = Marker(name="after", dir=str(tmp_path), requires=[liar])
     report = run([liar, after], tmp_path)
     assert status(report, "Marker[liar]") == "failed"
     assert "still differs after apply (value)" in (report.resources[0].error or "")
@@ -80,9 +80,9 @@ def test_apply_that_does_not_converge_is_a_failure(tmp_path: Path) -> None:
 
 
 def test_notify_refreshes_once_after_the_target_converges(tmp_path: Path) -> None:
-    svc = Marker(title="svc", dir=str(tmp_path))
-    conf1 = Marker(title="conf1", dir=str(tmp_path), notify=[svc])
-    conf2 = Marker(title="conf2", dir=str(tmp_path), notify=["Marker[svc]"])
+    svc = Marker(name="svc", dir=str(tmp_path))
+    conf1 = Marker(name="conf1", dir=str(tmp_path), notify=[svc])
+    conf2 = Marker(name="conf2", dir=str(tmp_path), notify=["Marker[svc]"])
     report = run([svc, conf1, conf2], tmp_path)
     ev = events(tmp_path)
     assert ev.count(("refresh", "svc")) == 1
@@ -102,15 +102,15 @@ def test_notify_refreshes_once_after_the_target_converges(tmp_path: Path) -> Non
 
 
 def test_failed_notifier_does_not_refresh(tmp_path: Path) -> None:
-    svc = Marker(title="svc", dir=str(tmp_path))
-    bad = Marker(title="bad", dir=str(tmp_path), notify=[svc], fail=True)
+    svc = Marker(name="svc", dir=str(tmp_path))
+    bad = Marker(name="bad", dir=str(tmp_path), notify=[svc], fail=True)
     report = run([svc, bad], tmp_path)
     assert status(report, "Marker[svc]") == "skipped"  # it depends on its notifier
     assert ("refresh", "svc") not in events(tmp_path)
 
 
 def test_independent_resources_apply_concurrently(tmp_path: Path) -> None:
-    rs: list[Resource] = [Marker(title=f"m{i}", dir=str(tmp_path), sleep=0.3) for i in range(4)]
+    rs: list[Resource] = [Marker(name=f"m{i}", dir=str(tmp_path), sleep=0.3) for i in range(4)]
     run(rs, tmp_path, jobs=4)
     spans = sorted(intervals(tmp_path).values())
     # all four overlap: each starts before the first one ends
@@ -118,7 +118,7 @@ def test_independent_resources_apply_concurrently(tmp_path: Path) -> None:
 
 
 def test_exclusive_provider_applies_one_at_a_time(tmp_path: Path) -> None:
-    rs: list[Resource] = [Marker(title=f"m{i}", dir=str(tmp_path), sleep=0.1,
+    rs: list[Resource] = [Marker(name=f"m{i}", dir=str(tmp_path), sleep=0.1,
                                  provider="exclusive") for i in range(4)]
     run(rs, tmp_path, jobs=4)
     spans = sorted(intervals(tmp_path).values())
@@ -127,11 +127,11 @@ def test_exclusive_provider_applies_one_at_a_time(tmp_path: Path) -> None:
 
 def test_flapping_resource_is_reported(tmp_path: Path) -> None:
     # b overwrites a's file on every apply, so a changes on every pass
-    a = Marker(title="a", dir=str(tmp_path), value="A")
+    a = Marker(name="a", dir=str(tmp_path), value="A")
     clobber_dir = tmp_path / "c"
     clobber_dir.mkdir()
     (clobber_dir / "b").symlink_to(tmp_path / "a")  # b's file *is* a's file
-    b = Marker(title="b", dir=str(clobber_dir), value="B", requires=[a])
+    b = Marker(name="b", dir=str(clobber_dir), value="B", requires=[a])
     report = run([a, b], tmp_path, max_passes=3)
     assert report.passes == 3
     assert status(report, "Marker[a]") == "flapping"
@@ -141,8 +141,8 @@ def test_flapping_resource_is_reported(tmp_path: Path) -> None:
 
 def test_plan_marks_resources_downstream_of_pending_changes(tmp_path: Path) -> None:
     (tmp_path / "b").write_text("on")
-    a = Marker(title="a", dir=str(tmp_path))
-    b = Marker(title="b", dir=str(tmp_path), requires=[a])
+    a = Marker(name="a", dir=str(tmp_path))
+    b = Marker(name="b", dir=str(tmp_path), requires=[a])
     plan = run([a, b], tmp_path, apply=False)
     rb = plan.resources[1]
     assert rb.action == "none" and any("Marker[a]" in n and "stale" in n for n in rb.notes)
@@ -150,9 +150,9 @@ def test_plan_marks_resources_downstream_of_pending_changes(tmp_path: Path) -> N
 
 
 def test_cycle_is_reported_with_its_path(tmp_path: Path) -> None:
-    a = Marker(title="a", dir=str(tmp_path), requires=["Marker[c]"])
-    b = Marker(title="b", dir=str(tmp_path), requires=["Marker[a]"])
-    c = Marker(title="c", dir=str(tmp_path), requires=["Marker[b]"])
+    a = Marker(name="a", dir=str(tmp_path), requires=["Marker[c]"])
+    b = Marker(name="b", dir=str(tmp_path), requires=["Marker[a]"])
+    c = Marker(name="c", dir=str(tmp_path), requires=["Marker[b]"])
     with pytest.raises(GraphError) as exc:
         build([a, b, c])
     text = str(exc.value)
@@ -163,16 +163,16 @@ def test_cycle_is_reported_with_its_path(tmp_path: Path) -> None:
 
 
 def test_missing_reference(tmp_path: Path) -> None:
-    a = Marker(title="a", dir=str(tmp_path), requires=["Package[nginx]"])
+    a = Marker(name="a", dir=str(tmp_path), requires=["Package[nginx]"])
     with pytest.raises(GraphError, match=r"Marker\[a\] \(.*test_engine.py:\d+\) requires "
                        r"Package\[nginx\], which is not declared"):
         build([a])
 
 
 def test_generations_and_dot(tmp_path: Path) -> None:
-    a = Marker(title="a", dir=str(tmp_path))
-    b = Marker(title="b", dir=str(tmp_path), requires=[a])
-    c = Marker(title="c", dir=str(tmp_path), notify=[b])
+    a = Marker(name="a", dir=str(tmp_path))
+    b = Marker(name="b", dir=str(tmp_path), requires=[a])
+    c = Marker(name="c", dir=str(tmp_path), notify=[b])
     g = build([a, b, c])
     assert list(generations(g)) == [["Marker[a]", "Marker[c]"], ["Marker[b]"]]
     dot = to_dot(g)
@@ -186,7 +186,7 @@ def test_no_usable_provider_names_every_candidate(tmp_path: Path,
 
     monkeypatch.setattr(kinds.MarkerProvider, "commands", ("no-such-tool-1",))
     monkeypatch.setattr(kinds.ExclusiveMarkerProvider, "commands", ("no-such-tool-2",))
-    a = Marker(title="a", dir=str(tmp_path))
+    a = Marker(name="a", dir=str(tmp_path))
     report = run([a], tmp_path)
     err = report.resources[0].error or ""
     assert report.resources[0].status == "failed"

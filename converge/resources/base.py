@@ -86,12 +86,13 @@ class Resource(BaseModel):
         self._origin = _caller_origin()
 
     @property
-    def name(self) -> str:
-        raise NotImplementedError
+    def ident(self) -> str:
+        """The name inside ``Kind[...]``: the ``name`` field by default (File: its path)."""
+        return str(getattr(self, "name"))  # noqa: B009 - subclasses declare the field
 
     @property
     def key(self) -> str:
-        return f"{self.kind}[{self.name}]"
+        return f"{self.kind}[{self.ident}]"
 
     @property
     def origin(self) -> str | None:

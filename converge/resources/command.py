@@ -30,7 +30,7 @@ class Command(Resource):
 
     kind = "Command"
 
-    title: str = Field(description="The resource's name, e.g. 'migrate'.")
+    name: str = Field(description="The resource's name, e.g. 'migrate'.")
     argv: list[str] = Field(description="The command as an argv list (no shell).")
     cwd: str | None = Field(default=None, description="Working directory.")
     user: str | None = Field(default=None, description="Run as this user (with runuser).")
@@ -63,10 +63,6 @@ class Command(Resource):
                 "otherwise it would run on every apply and never converge"
             )
         return self
-
-    @property
-    def name(self) -> str:
-        return self.title
 
     def implied_requires(self) -> Iterable[str]:
         if self.user:

@@ -112,7 +112,7 @@ class File(Resource):
         return self
 
     @property
-    def name(self) -> str:
+    def ident(self) -> str:
         return self.path
 
     @property

@@ -38,8 +38,8 @@ class FileLine(Resource):
         default=False, description="Replace every matching line (otherwise more than one "
         "match is an error)."
     )
-    title: str | None = Field(default=None, description="Name of the resource (default: path "
-                              "and match or line).")
+    name: str | None = Field(default=None, description="Name of the resource (default: path "
+                             "and match or line).")
     backup: bool = True
 
     @field_validator("line")
@@ -60,8 +60,8 @@ class FileLine(Resource):
         return v
 
     @property
-    def name(self) -> str:
-        return self.title or f"{self.path}:{self.match or self.line}"
+    def ident(self) -> str:
+        return self.name or f"{self.path}:{self.match or self.line}"
 
     def implied_requires(self) -> Iterable[str]:
         yield f"File[{self.path}]"
