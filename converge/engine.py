@@ -280,15 +280,19 @@ class Engine:
         tasks.extend(exclusive.values())
 
         def run(task: list[tuple[str, Any, list[Change]]]) -> list[tuple[str, float, Any]]:
+            provider = self._provider_of[task[0][0]]
+            t0 = time.monotonic()
+            try:
+                outcome = provider.apply_batch(
+                    self.host, [(self.by_key[k], actual, ch) for k, actual, ch in task])
+            except Exception as exc:  # the whole batch failed
+                outcome = {k: exc for k, _, _ in task}
+            took = (time.monotonic() - t0) / len(task)
             done: list[tuple[str, float, Any]] = []
-            for key, actual, changes in task:
-                t0 = time.monotonic()
-                try:
-                    backups = self._provider_of[key].apply(
-                        self.host, self.by_key[key], actual, changes)
-                    done.append((key, time.monotonic() - t0, (changes, backups or [])))
-                except Exception as exc:
-                    done.append((key, time.monotonic() - t0, exc))
+            for key, _actual, changes in task:
+                result = outcome.get(key, ConvergeError(f"{key}: provider reported nothing"))
+                done.append((key, took, result if isinstance(result, BaseException)
+                             else (changes, result or [])))
             return done
 
         applied: list[str] = []

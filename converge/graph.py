@@ -40,6 +40,14 @@ def build(resources: Sequence[Resource]) -> nx.DiGraph:
         for dep in r.implied_requires():
             if dep in by_key and dep != r.key and not graph.has_edge(dep, r.key):
                 graph.add_edge(dep, r.key, why="implied")
+    by_kind: dict[str, list[str]] = {}
+    for r in resources:
+        by_kind.setdefault(r.kind, []).append(r.key)
+    for r in resources:
+        for kind in r.requires_kinds():
+            for dep in by_kind.get(kind, ()):
+                if dep != r.key and not graph.has_edge(dep, r.key):
+                    graph.add_edge(dep, r.key, why="implied")
     last_of: dict[str, str] = {}
     for r in resources:
         serial = r.serial_key()

@@ -103,6 +103,10 @@ class Resource(BaseModel):
         """Keys this resource depends on *if they are declared* (parent dir, owner...)."""
         return ()
 
+    def requires_kinds(self) -> Iterable[str]:
+        """Kinds whose every declared resource this one depends on (packages need repos)."""
+        return ()
+
     def serial_key(self) -> str | None:
         """Resources sharing a serial key are applied one after another, in declaration order.
 
@@ -150,6 +154,20 @@ class Provider(Generic[R, S]):
     def apply(self, host: Host, desired: R, actual: S | None, changes: list[Change]) -> list[str]:
         """Make exactly ``changes``; return the paths of backups made (if any)."""
         raise NotImplementedError
+
+    def apply_batch(
+        self, host: Host, items: Sequence[tuple[R, S | None, list[Change]]]
+    ) -> dict[str, list[str] | BaseException]:
+        """Apply several resources; an exclusive provider gets all of a generation's at once
+        and may do them in one operation (one ``dnf install a b c``). Per resource: the
+        backups made, or the exception that failed it."""
+        outcome: dict[str, list[str] | BaseException] = {}
+        for desired, actual, changes in items:
+            try:
+                outcome[desired.key] = self.apply(host, desired, actual, changes)
+            except Exception as exc:
+                outcome[desired.key] = exc
+        return outcome
 
     def refresh(self, host: Host, desired: R) -> None:
         """React to a notification. Most kinds have nothing to do."""
