@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from converge.resources.command import Command
     from converge.resources.file import File
     from converge.resources.fileline import FileLine
+    from converge.resources.package import Package
     from converge.resources.user import Group, User
+    from converge.resources.yumrepo import YumRepo
 
 __version__ = "0.1.0"
 
@@ -35,8 +37,10 @@ __all__ = [
     "File",
     "FileLine",
     "Group",
+    "Package",
     "Secret",
     "User",
+    "YumRepo",
     "__version__",
 ]
 

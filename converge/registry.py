@@ -23,6 +23,8 @@ KINDS: dict[str, str] = {
     "Command": "converge.resources.command",
     "User": "converge.resources.user",
     "Group": "converge.resources.user",
+    "Package": "converge.resources.package",
+    "YumRepo": "converge.resources.yumrepo",
 }
 
 
