@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from converge.resources.file import File
     from converge.resources.fileline import FileLine
     from converge.resources.package import Package
+    from converge.resources.service import Service
     from converge.resources.user import Group, User
     from converge.resources.yumrepo import YumRepo
 
@@ -39,6 +40,7 @@ __all__ = [
     "Group",
     "Package",
     "Secret",
+    "Service",
     "User",
     "YumRepo",
     "__version__",

@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "Group": "converge.resources.user",
     "Package": "converge.resources.package",
     "YumRepo": "converge.resources.yumrepo",
+    "Service": "converge.resources.service",
 }
 
 
@@ -40,12 +41,13 @@ def choose_provider(resource: Resource, host: Host, facts: Facts) -> type[Provid
     When none fits, the error names every candidate and why it was rejected.
     """
     candidates = providers_for(resource.kind)
-    if resource.provider is not None:
-        named = [p for p in candidates if p.name == resource.provider]
+    wanted = resource.provider or resource.preferred_provider()
+    if wanted is not None:
+        named = [p for p in candidates if p.name == wanted]
         if not named:
             names = ", ".join(p.name for p in candidates)
             raise DesiredStateError(
-                f"{resource.key}: unknown provider {resource.provider!r} (known: {names})"
+                f"{resource.key}: unknown provider {wanted!r} (known: {names})"
                 + (f" (declared at {resource.origin})" if resource.origin else "")
             )
         candidates = named

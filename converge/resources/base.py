@@ -103,6 +103,10 @@ class Resource(BaseModel):
         """Keys this resource depends on *if they are declared* (parent dir, owner...)."""
         return ()
 
+    def preferred_provider(self) -> str | None:
+        """A provider this resource implies when none is named (a supervisor group)."""
+        return None
+
     def requires_kinds(self) -> Iterable[str]:
         """Kinds whose every declared resource this one depends on (packages need repos)."""
         return ()
