@@ -7,11 +7,12 @@ desired state names.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,6 @@ def import_file(path: Path) -> types.ModuleType:
     module = types.ModuleType(name)
     module.__file__ = filename
     sys.modules[name] = module
-    parent = str(path.parent)
-    added = parent not in sys.path
-    if added:
-        sys.path.insert(0, parent)
     try:
         exec(code, module.__dict__)
     except ValidationError as exc:
@@ -96,9 +93,6 @@ def import_file(path: Path) -> types.ModuleType:
     except Exception as exc:
         raise DesiredStateError(f"error while importing: {type(exc).__name__}: {exc}",
                                 file=filename, line=_line_in(exc, filename)) from None
-    finally:
-        if added:
-            sys.path.remove(parent)
     module.__dict__["__converge_digest__"] = digest
     return module
 
@@ -202,6 +196,20 @@ def _flatten(items: Iterable[Any]) -> Iterable[Any]:
             yield item
 
 
+@contextlib.contextmanager
+def _importable(directory: Path) -> Iterator[None]:
+    """Helper modules next to the desired file can be imported while it loads and runs."""
+    entry = str(directory)
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(entry)
+
+
 def load(
     path: Path,
     facts: Facts,
@@ -210,9 +218,10 @@ def load(
 ) -> Catalog:
     """Load ``path`` into a checked catalog (resources validated, unique, prepared)."""
     path = path.absolute()
-    module = import_file(path)
-    settings = build_settings(module, overrides or {}, secrets_dir)
-    resources = collect(module, facts, settings)
+    with _importable(path.parent):
+        module = import_file(path)
+        settings = build_settings(module, overrides or {}, secrets_dir)
+        resources = collect(module, facts, settings)
     by_key: dict[str, Resource] = {}
     for r in resources:
         if r.key in by_key:
