@@ -19,6 +19,7 @@ from converge.errors import ConvergeError, DesiredStateError, UsageError
 if TYPE_CHECKING:
     from converge.loader import Catalog
     from converge.plan import Plan, ResourcePlan
+    from converge.resources.base import Resource
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -107,19 +108,33 @@ def _progress(stream: TextIO, total: int) -> Any:
     return on_event
 
 
+def catalog_fields(resource: Resource) -> dict[str, Any]:
+    """A resource's declared fields for display: secrets and sensitive content redacted."""
+    from pydantic import SecretStr
+
+    from converge.plan import SENSITIVE
+
+    fields: dict[str, Any] = {}
+    sensitive = bool(getattr(resource, "is_sensitive", False))
+    for name in resource.model_fields_set:
+        value = getattr(resource, name)
+        if isinstance(value, SecretStr) or (sensitive and name in ("content", "vars")):
+            fields[name] = SENSITIVE
+        elif isinstance(value, dict):
+            fields[name] = {k: SENSITIVE if isinstance(v, SecretStr) else v
+                            for k, v in value.items()}
+        else:
+            fields[name] = value
+    return fields
+
+
 def _catalog_listing(catalog: Catalog) -> str:
     """A catalog rendered for a preset platform: every resource and what it manages."""
     lines = [f"Catalog of {catalog.path} for {catalog.facts.preset} (not probed):", ""]
     for r in catalog.resources:
         lines.append(f"  {r.key}")
-        for name, value in r.model_dump(exclude_defaults=True, mode="json").items():
-            field = type(r).model_fields[name]
-            if getattr(r, name).__class__.__name__ == "SecretStr" or (
-                name == "content" and getattr(r, "is_sensitive", False)
-            ):
-                value = "(sensitive)"
-            if field is not None:
-                lines.append(f"      {name}: {value!r}")
+        for name, value in catalog_fields(r).items():
+            lines.append(f"      {name}: {value!r}")
     lines.append("")
     lines.append(f"{len(catalog.resources)} resources.")
     return "\n".join(lines)
@@ -129,8 +144,11 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    import contextlib
+
     try:
-        args = _parser().parse_args(list(argv) if argv is not None else None)
+        with contextlib.redirect_stdout(out):  # --help and --version print to our stdout
+            args = _parser().parse_args(list(argv) if argv is not None else None)
     except UsageError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_ERROR
@@ -172,8 +190,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> in
             import json
 
             doc = {"facts": catalog.facts.as_dict(), "resources": [
-                {"id": r.key} for r in catalog.resources]}
-            out.write(json.dumps(doc, indent=2) + "\n")
+                {"id": r.key, "fields": catalog_fields(r)} for r in catalog.resources]}
+            out.write(json.dumps(doc, indent=2, default=str) + "\n")
         else:
             out.write(_catalog_listing(catalog) + "\n")
         return EXIT_OK

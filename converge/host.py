@@ -328,7 +328,9 @@ class LocalHost:
         """Copy what is at ``path`` under the state directory; return where it went.
 
         All backups of one run share a timestamped directory:
-        ``STATE_DIR/backup/20261129T190000.123456/etc/nginx/nginx.conf``.
+        ``STATE_DIR/backup/20261129T190000.123456/etc/nginx/nginx.conf``; a path backed up
+        again in the same run (two edits of one file) gets ``.1``, ``.2``... so the first
+        backup, the original, is never overwritten.
         """
         try:
             st = os.lstat(path)
@@ -336,15 +338,18 @@ class LocalHost:
             return None
         if self._backup_stamp is None:
             self._backup_stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S.%f")
-        dest = self.state_dir / "backup" / self._backup_stamp / path.lstrip("/")
+        first = self.state_dir / "backup" / self._backup_stamp / path.lstrip("/")
+        dest = first
+        n = 0
+        while os.path.lexists(dest):
+            n += 1
+            dest = first.with_name(f"{first.name}.{n}")
         try:
             dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(self.state_dir / "backup", 0o700)
             if _stat.S_ISDIR(st.st_mode):
                 shutil.copytree(path, dest, symlinks=True, dirs_exist_ok=True)
             elif _stat.S_ISLNK(st.st_mode):
-                with contextlib.suppress(FileNotFoundError):
-                    dest.unlink()
                 os.symlink(os.readlink(path), dest)
             else:
                 shutil.copy2(path, dest)

@@ -115,6 +115,26 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return values
 
 
+def _with_env_prefix(cls: type[Any], prefix: str) -> type[Any]:
+    """``cls`` reading environment variables PREFIX<NAME> (secret files keep their names).
+
+    Without a prefix a setting named `user` or `home` would silently take $USER or $HOME.
+    """
+    from pydantic_settings import EnvSettingsSource
+
+    def settings_customise_sources(
+        subcls: type[Any], settings_cls: type[Any], init_settings: Any, env_settings: Any,
+        dotenv_settings: Any, file_secret_settings: Any,
+    ) -> tuple[Any, ...]:
+        env = EnvSettingsSource(settings_cls, env_prefix=prefix)
+        return (init_settings, env, dotenv_settings, file_secret_settings)
+
+    return type(cls.__name__, (cls,), {
+        "__module__": cls.__module__,
+        "settings_customise_sources": classmethod(settings_customise_sources),
+    })
+
+
 def build_settings(
     module: types.ModuleType,
     overrides: Mapping[str, Any],
@@ -135,17 +155,28 @@ def build_settings(
         known = ", ".join(sorted(cls.model_fields)) or "(none)"
         raise UsageError(f"unknown setting(s) {', '.join(unknown)} for {filename}; known: {known}")
     kwargs: dict[str, Any] = dict(overrides)
+    sources = "--set"
+    from pydantic_settings import BaseSettings
+
+    if issubclass(cls, BaseSettings):
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        if not prefix:
+            prefix = "CONVERGE_"
+            cls = _with_env_prefix(cls, prefix)
+        sources = f"--set, environment variables {prefix.upper()}<NAME>"
+        if secrets_dir is not None:
+            if not secrets_dir.is_dir():
+                raise UsageError(f"secrets directory {secrets_dir} does not exist")
+            kwargs["_secrets_dir"] = str(secrets_dir)
+            sources += f", files in {secrets_dir}"
     try:
-        from pydantic_settings import BaseSettings
-    except ImportError:  # pragma: no cover - a dependency, but keep the error readable
-        BaseSettings = None  # type: ignore[assignment,misc]
-    if BaseSettings is not None and issubclass(cls, BaseSettings) and secrets_dir is not None:
-        kwargs["_secrets_dir"] = str(secrets_dir)
-    try:
-        return cls(**kwargs)
+        settings: BaseModel = cls(**kwargs)
+        return settings
     except ValidationError as exc:
-        raise DesiredStateError("invalid settings: " + format_validation_error(exc),
-                                file=filename) from None
+        message = format_validation_error(exc)
+        if any(e["type"] == "missing" for e in exc.errors()):
+            message += f" (settings come from {sources})"
+        raise DesiredStateError("invalid settings: " + message, file=filename) from None
 
 
 def collect(module: types.ModuleType, facts: Facts, settings: BaseModel) -> list[Resource]:
@@ -164,7 +195,7 @@ def collect(module: types.ModuleType, facts: Facts, settings: BaseModel) -> list
         if produced is None:
             raise DesiredStateError("desired() returned None; return or yield resources",
                                     file=filename, line=def_line)
-        if not isinstance(produced, Iterable):
+        if not isinstance(produced, Iterable) or isinstance(produced, (str, bytes)):
             raise DesiredStateError(
                 f"desired() returned {type(produced).__name__}, not an iterable of resources",
                 file=filename, line=def_line)
@@ -183,8 +214,10 @@ def collect(module: types.ModuleType, facts: Facts, settings: BaseModel) -> list
         raise DesiredStateError(format_validation_error(exc, f"{exc.title}: "), file=filename,
                                 line=_line_in(exc, filename) or current_line) from None
     except Exception as exc:
+        line = _line_in(exc, filename)
         raise DesiredStateError(f"error in desired(): {type(exc).__name__}: {exc}",
-                                file=filename, line=_line_in(exc, filename)) from None
+                                file=filename, line=line if line is not None else def_line
+                                ) from None
     return resources
 
 

@@ -18,7 +18,7 @@ def render(base_dir: Path, template: str, variables: dict[str, Any], key: str) -
     Returns the text and whether any secret went into it.
     """
     import jinja2
-    from pydantic import SecretStr
+    from pydantic import BaseModel, SecretStr
 
     path = Path(template) if template.startswith("/") else base_dir / template
     secret = False
@@ -28,6 +28,8 @@ def render(base_dir: Path, template: str, variables: dict[str, Any], key: str) -
         if isinstance(value, SecretStr):
             secret = True
             return value.get_secret_value()
+        if isinstance(value, BaseModel):  # e.g. the settings object: its secrets too
+            return {k: unwrap(getattr(value, k)) for k in type(value).model_fields}
         if isinstance(value, dict):
             return {k: unwrap(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -53,6 +55,10 @@ def render(base_dir: Path, template: str, variables: dict[str, Any], key: str) -
         line = _template_line(exc, str(path))
         raise DesiredStateError(f"{key}: template {exc.message}", file=str(path),
                                 line=line) from None
+    except Exception as exc:  # an error raised by the template's own expressions
+        line = _template_line(exc, str(path))
+        raise DesiredStateError(f"{key}: template failed: {type(exc).__name__}: {exc}",
+                                file=str(path), line=line) from None
 
 
 def _template_line(exc: BaseException, filename: str) -> int | None:

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    model_validator,
+)
 
 from converge.errors import DesiredStateError, ResourceError
 from converge.plan import SENSITIVE, Change
@@ -28,12 +35,21 @@ if TYPE_CHECKING:
 def _absolute(path: str) -> str:
     if not path.startswith("/"):
         raise ValueError(f"path must be absolute, got {path!r}")
+    if ".." in path.split("/"):
+        raise ValueError(f"path must not contain '..': {path!r}")
     normal = os.path.normpath(path)
     if normal.startswith("//"):
         normal = "/" + normal.lstrip("/")
-    if ".." in normal.split("/"):
-        raise ValueError(f"path must not contain '..': {path!r}")
     return normal
+
+
+def _mode_type(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(
+            f"mode must be a string of octal digits like '0644', not the number {value} "
+            "(a number is ambiguous: 644 and 0o644 are different modes)"
+        )
+    return value
 
 
 def _mode(value: str) -> str:
@@ -47,7 +63,7 @@ def _mode(value: str) -> str:
 
 
 AbsolutePath = Annotated[str, AfterValidator(_absolute)]
-Mode = Annotated[str, AfterValidator(_mode)]
+Mode = Annotated[str, BeforeValidator(_mode_type), AfterValidator(_mode)]
 
 Ensure = Literal["file", "directory", "link", "absent", "present"]
 
@@ -109,6 +125,8 @@ class File(Resource):
             raise ValueError("vars is only used with template")
         if ensure == "absent" and (self.owner or self.group or self.mode):
             raise ValueError("owner, group and mode make no sense with ensure='absent'")
+        if ensure == "link" and self.mode is not None:
+            raise ValueError("a link has no mode of its own (set the mode on its target)")
         return self
 
     @property
@@ -254,6 +272,9 @@ class LocalFileProvider(Provider[File, FileActual]):
         want_type = "file" if ensure == "present" else ensure
         if actual is None:
             changes.append(Change(attribute="ensure", before="absent", after=want_type))
+        elif ensure == "present" and actual.type == "directory" and desired.manages_content:
+            raise ResourceError(f"{desired.path} is a directory; content can only be managed "
+                                "for a file")
         elif ensure != "present" and actual.type != ensure:
             if actual.type == "directory" and not desired.force:
                 raise ResourceError(
@@ -343,8 +364,11 @@ class LocalFileProvider(Provider[File, FileActual]):
         if ensure is not None:
             want = ensure.after
             if want == "file":
+                if mode is None:
+                    # a new file holding a secret is never world-readable by default
+                    mode = 0o600 if desired.is_sensitive else 0o644
                 host.write_atomic(path, desired.desired_bytes() or b"", uid=uid, gid=gid,
-                                  mode=mode if mode is not None else 0o644)
+                                  mode=mode)
                 return backups
             if want == "directory":
                 host.make_directory(path, uid=uid, gid=gid, mode=mode if mode is not None
