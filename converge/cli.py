@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from converge.errors import ConvergeError, DesiredStateError, UsageError
+from converge.errors import ConvergeError, DesiredStateError, LockError, UsageError
 
 if TYPE_CHECKING:
     from converge.loader import Catalog
@@ -41,9 +41,10 @@ def _parser() -> _Parser:
                         help="directory of secret files, one per setting (pydantic-settings)")
     common.add_argument("--facts", metavar="PRESET",
                         help="use another platform's facts (e.g. rhel-7) instead of probing")
-    common.add_argument("--log-format", choices=("console", "json"), default="console")
+    common.add_argument("--log-format", choices=("console", "json"), default="console",
+                        help="log lines (on stderr) for people or as JSON lines")
     common.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        default="warning")
+                        default="warning", help="least important log events shown")
     common.add_argument("--no-color", action="store_true", help="plain output")
 
     parser = _Parser(prog="converge", description="Declarative state reconciliation.")
@@ -167,6 +168,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except UsageError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_ERROR
+    except LockError as exc:  # the run could not start: nothing was done
+        print(f"error: {exc}", file=err)
+        return EXIT_ERROR
     except ConvergeError as exc:
         print(f"error: {exc}", file=err)
         return EXIT_FAILURES
@@ -215,6 +219,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> in
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.max_passes is not None and args.max_passes < 1:
+        raise UsageError("--max-passes must be at least 1")
+    if args.lock_wait < 0:
+        raise UsageError("--lock-wait must not be negative")
     progress = None if args.json else _progress(err, len(catalog.resources))
     with run_lock(host.state_dir, wait=args.lock_wait):
         engine = Engine(catalog.resources, graph, host, catalog.facts,

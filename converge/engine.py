@@ -174,16 +174,23 @@ class Engine:
             if plans[key].action == "create":
                 continue  # what does not exist yet cannot have been probed stale
             for pred in self.graph.predecessors(key):
-                if plans[pred].changes or plans[pred].status == "failed":
+                if plans[pred].status == "pending":
                     causes.append(pred)
                 causes.extend(c for c in upstream_pending.get(pred, ()) if c not in causes)
             if causes:
                 upstream_pending[key] = causes
                 shown = ", ".join(causes[:3]) + (f" and {len(causes) - 3} more"
                                                  if len(causes) > 3 else "")
-                plans[key].notes.append(
-                    f"depends on {shown}, which will change first: this probe may be stale"
-                )
+                rp = plans[key]
+                if rp.status == "failed" and key not in self._provider_errors:
+                    # e.g. a line edit of a file that an earlier resource creates: the probe
+                    # cannot see what does not exist yet; apply will probe it in its turn.
+                    rp.notes.append(f"cannot be planned before {shown} change(s): {rp.error}")
+                    rp.status, rp.action, rp.error = "pending", "change", None
+                else:
+                    rp.notes.append(
+                        f"depends on {shown}, which will change first: this probe may be stale"
+                    )
 
     # -- apply --------------------------------------------------------------------------------
 
@@ -307,8 +314,9 @@ class Engine:
                 if not o.changed_passes:
                     o.plan.changes = list(changes)
                     o.plan.action = action_of(changes)
-                else:
-                    o.plan.changes.extend(changes)
+                else:  # a later pass: list what it changed that the first had not
+                    seen = {c.attribute for c in o.plan.changes}
+                    o.plan.changes.extend(c for c in changes if c.attribute not in seen)
                 o.plan.backups.extend(backups)
                 applied.append(key)
         return applied

@@ -89,7 +89,8 @@ def to_dot(graph: nx.DiGraph) -> str:
     for key in nx.lexicographical_topological_sort(graph):
         lines.append(f"  {q(key)};")
     for u, v, why in sorted(graph.edges(data="why")):
-        style = {"notify": ' [style=dashed, label="notify"]', "implied": " [style=dotted]"}
+        style = {"notify": ' [style=dashed, label="notify"]', "implied": " [style=dotted]",
+                 "same target": ' [style=dotted, label="same target"]'}
         lines.append(f"  {q(u)} -> {q(v)}{style.get(why, '')};")
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -264,6 +264,10 @@ def load(
             )
         by_key[r.key] = r
     for r in resources:
+        problem = r.conflict(by_key)
+        if problem is not None:
+            raise DesiredStateError(problem + (f" (declared at {r.origin})" if r.origin else ""))
+    for r in resources:
         r.prepare(path.parent)
     return Catalog(path, resources, settings, facts, module.__dict__["__converge_digest__"],
                    by_key)

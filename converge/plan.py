@@ -65,11 +65,11 @@ class Plan(BaseModel):
     def summarise(self) -> None:
         s = Summary()
         for r in self.resources:
-            if r.status == "failed":
+            if r.status in ("failed", "flapping"):
                 s.failed += 1
             elif r.status == "skipped":
                 s.skipped += 1
-            if r.status != "skipped" and (r.status != "failed" or r.action != "none"):
+            else:
                 setattr(s, r.action, getattr(s, r.action) + 1)
         self.summary = s
 
@@ -159,7 +159,7 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
             out.insert(0, "converge will perform the following actions:\n")
             out.append(f"Plan: {s.create} to create, {s.change} to change, {s.remove} to remove.")
         if s.failed:
-            out.append(_paint(f"{s.failed} resource(s) could not be probed.", "31", colour))
+            out.append(_paint(f"{s.failed} resource(s) could not be planned.", "31", colour))
     return "\n".join(out)
 
 

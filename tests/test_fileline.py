@@ -112,3 +112,54 @@ def test_requires_the_declared_file(cli, write_desired, tmp_path: Path) -> None:
     assert cli("apply", desired).code == 2
     assert f.read_text() == "added\n"
     assert cli("apply", desired).code == 0
+
+
+def test_crlf_file_keeps_its_newlines(cli, write_desired, tmp_path: Path) -> None:
+    f = tmp_path / "win.ini"
+    f.write_bytes(b"[a]\r\nkey=old\r\nother=1\f2\r\n")
+    desired = write_desired(f"""
+        from converge import FileLine
+
+        def desired(facts, settings):
+            yield FileLine(path="{f}", match="^key=", line="key=new")
+    """)
+    assert cli("apply", desired).code == 2
+    assert f.read_bytes() == b"[a]\r\nkey=new\r\nother=1\f2\r\n"
+    assert cli("apply", desired).code == 0
+
+
+def test_present_line_and_a_contradicting_match(cli, write_desired, tmp_path: Path) -> None:
+    f = tmp_path / "pg_hba.conf"
+    f.write_text("host all all 127.0.0.1/32 ident\nhost all all 127.0.0.1/32 md5\n")
+    desired = write_desired(f"""
+        from converge import FileLine
+
+        def desired(facts, settings):
+            yield FileLine(path="{f}", match=r"^host all all 127\\.0\\.0\\.1/32 ",
+                           line="host all all 127.0.0.1/32 md5")
+    """)
+    plan = json.loads(cli("plan", desired, "--json").out)
+    change = plan["resources"][0]["changes"][0]
+    assert change["before"] == "host all all 127.0.0.1/32 ident"
+    assert cli("apply", desired).code == 2
+    assert f.read_text() == "host all all 127.0.0.1/32 md5\n"  # no duplicate
+    assert cli("apply", desired).code == 0
+
+
+def test_plan_of_an_edit_to_a_file_created_first(cli, write_desired, tmp_path: Path) -> None:
+    f = tmp_path / "new.conf"
+    desired = write_desired(f"""
+        from converge import File, FileLine
+
+        def desired(facts, settings):
+            yield File(path="{f}", ensure="present")
+            yield FileLine(path="{f}", line="setting=1")
+    """)
+    plan = cli("plan", desired, "--json")
+    assert plan.code == 2, plan  # pending, not failed
+    doc = json.loads(plan.out)
+    line = doc["resources"][1]
+    assert line["status"] == "pending" and "cannot be planned before" in line["notes"][0]
+    assert doc["summary"]["failed"] == 0
+    assert cli("apply", desired).code == 2
+    assert f.read_text() == "setting=1\n"

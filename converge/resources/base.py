@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
@@ -102,6 +102,13 @@ class Resource(BaseModel):
     def implied_requires(self) -> Iterable[str]:
         """Keys this resource depends on *if they are declared* (parent dir, owner...)."""
         return ()
+
+    def conflict(self, by_key: Mapping[str, Resource]) -> str | None:
+        """Why this resource cannot coexist with the rest of the catalog (``None``: it can).
+
+        Two resources fighting over one thing would change it on every run.
+        """
+        return None
 
     def preferred_provider(self) -> str | None:
         """A provider this resource implies when none is named (a supervisor group)."""

@@ -9,7 +9,7 @@ and its mode are left as they are; the replaced content is backed up.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
@@ -66,13 +66,26 @@ class FileLine(Resource):
     def implied_requires(self) -> Iterable[str]:
         yield f"File[{self.path}]"
 
+    def conflict(self, by_key: Mapping[str, Resource]) -> str | None:
+        owner = by_key.get(f"File[{self.path}]")
+        if owner is not None and getattr(owner, "manages_content", False):
+            return (f"{self.key} edits {self.path}, whose whole content File[{self.path}] "
+                    "manages: they would undo each other on every run")
+        return None
+
     def serial_key(self) -> str | None:
         return f"file:{self.path}"
 
     def edit(self, text: str) -> str:
-        """The file's new text (pure: the diff and the apply compute it the same way)."""
-        lines = text.splitlines()
-        trailing_newline = text.endswith("\n") or not text
+        """The file's new text (pure: the diff and the apply compute it the same way).
+
+        Lines are split on the file's own newline (``\r\n`` files stay ``\r\n``). When
+        ``line`` is already present, other lines matching ``match`` contradict it and are
+        removed rather than duplicated.
+        """
+        newline = "\r\n" if "\r\n" in text else "\n"
+        body = text[: -len(newline)] if text.endswith(newline) else text
+        lines = body.split(newline) if body else []
         pattern = re.compile(self.match) if self.match else None
 
         def matches(candidate: str) -> bool:
@@ -84,20 +97,23 @@ class FileLine(Resource):
             new = [ln for ln in lines if not (ln == self.line or matches(ln))]
         else:
             hits = [i for i, ln in enumerate(lines) if matches(ln) and ln != self.line]
-            if len(hits) > 1 and not self.multiple:
-                raise ResourceError(
-                    f"{self.key}: match {self.match!r} matches {len(hits)} lines of {self.path}; "
-                    "set multiple=True to replace them all"
-                )
-            new = list(lines)
-            if hits:
+            if self.line in lines:
+                drop = set(hits)
+                new = [ln for i, ln in enumerate(lines) if i not in drop]
+            elif hits:
+                if len(hits) > 1 and not self.multiple:
+                    raise ResourceError(
+                        f"{self.key}: match {self.match!r} matches {len(hits)} lines of "
+                        f"{self.path}; set multiple=True to replace them all"
+                    )
+                new = list(lines)
                 for i in hits:
                     new[i] = self.line
-            elif self.line not in lines:
-                new.append(self.line)
+            else:
+                new = [*lines, self.line]
         if new == lines:
             return text
-        return "\n".join(new) + ("\n" if trailing_newline or new else "")
+        return newline.join(new) + newline if new else ""
 
 
 class LineProvider(Provider[FileLine, bytes]):
@@ -119,7 +135,8 @@ class LineProvider(Provider[FileLine, bytes]):
         if new == text:
             return []
         old_lines = set(text.splitlines())
-        removed = [ln for ln in text.splitlines() if ln not in set(new.splitlines())]
+        kept = set(new.splitlines())
+        removed = [ln for ln in text.splitlines() if ln not in kept]
         return [Change(
             attribute="line",
             before="\n".join(removed) if removed else None,
