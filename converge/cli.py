@@ -88,7 +88,11 @@ def _load(args: argparse.Namespace) -> Catalog:
 
 def _exit_code(report: Plan) -> int:
     code = EXIT_OK
-    if report.pending or any(r.status == "changed" or r.refreshed for r in report.resources):
+    if report.kind == "plan":
+        changed = report.pending
+    else:  # what was done, not what was attempted
+        changed = any(r.applied or r.refreshed for r in report.resources)
+    if changed:
         code |= EXIT_CHANGES
     if report.failed:
         code |= EXIT_FAILURES

@@ -308,6 +308,9 @@ class Engine:
                 o = outcomes[key]
                 o.plan.duration = (o.plan.duration or 0.0) + took
                 if isinstance(result, BaseException):
+                    planned = next(ch for k, _, ch in todo if k == key)
+                    if not o.changed_passes:  # keep what it tried to change, for the report
+                        o.plan.changes, o.plan.action = list(planned), action_of(planned)
                     self._fail(outcomes, key, _error_text(result))
                     continue
                 changes, backups = result
@@ -318,6 +321,7 @@ class Engine:
                     seen = {c.attribute for c in o.plan.changes}
                     o.plan.changes.extend(c for c in changes if c.attribute not in seen)
                 o.plan.backups.extend(backups)
+                o.plan.applied = True
                 applied.append(key)
         return applied
 

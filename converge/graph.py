@@ -67,9 +67,15 @@ def check_acyclic(graph: nx.DiGraph) -> None:
     except nx.NetworkXNoCycle:
         return
     steps = []
+    verbs = {"requires": "requires", "implied": "requires (implied)",
+             "same target": "comes after (same target)"}
     for u, v, *_ in cycle:
-        res: Resource = graph.nodes[u]["resource"]
-        steps.append(f"  {u}{_where(res)} -> {v} ({graph.edges[u, v]['why']})")
+        res: Resource = graph.nodes[v]["resource"]
+        why = graph.edges[u, v]["why"]
+        if why == "notify":
+            steps.append(f"  {u}{_where(graph.nodes[u]['resource'])} notifies {v}")
+        else:
+            steps.append(f"  {v}{_where(res)} {verbs.get(why, why)} {u}")
     raise GraphError("dependency cycle:\n" + "\n".join(steps))
 
 

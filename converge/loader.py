@@ -91,7 +91,12 @@ def import_file(path: Path) -> types.ModuleType:
         raise DesiredStateError(format_validation_error(exc, f"{exc.title}: "), file=filename,
                                 line=_line_in(exc, filename)) from None
     except Exception as exc:
-        raise DesiredStateError(f"error while importing: {type(exc).__name__}: {exc}",
+        hint = ""
+        if isinstance(exc, ImportError) and exc.name == "converge":
+            from converge.registry import KINDS
+
+            hint = f" (converge provides: {', '.join(sorted(KINDS))}, Secret, Facts)"
+        raise DesiredStateError(f"error while importing: {type(exc).__name__}: {exc}{hint}",
                                 file=filename, line=_line_in(exc, filename)) from None
     module.__dict__["__converge_digest__"] = digest
     return module
@@ -104,7 +109,9 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UsageError(f"--set expects key=value, got {pair!r}")
+            # not the whole argument: it may be a secret typed with the wrong separator
+            raise UsageError(f"--set expects key=value, got an argument without '=' "
+                             f"(starting {pair[:3]!r}...)")
         if value[:1] in "[{":
             try:
                 values[key] = json.loads(value)
@@ -229,6 +236,26 @@ def _flatten(items: Iterable[Any]) -> Iterable[Any]:
             yield item
 
 
+def _secret_values(settings: BaseModel) -> list[str]:
+    """Every secret value in the settings (to keep them out of error messages)."""
+    from pydantic import SecretStr
+
+    found = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name, None)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            found.append(value.get_secret_value())
+    return found
+
+
+def _redacted(exc: DesiredStateError, secrets: list[str], suffix: str = "") -> DesiredStateError:
+    text = str(exc)
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "(sensitive)")
+    exc.args = (text + suffix,)
+    return exc
+
+
 @contextlib.contextmanager
 def _importable(directory: Path) -> Iterator[None]:
     """Helper modules next to the desired file can be imported while it loads and runs."""
@@ -254,7 +281,10 @@ def load(
     with _importable(path.parent):
         module = import_file(path)
         settings = build_settings(module, overrides or {}, secrets_dir)
-        resources = collect(module, facts, settings)
+        try:
+            resources = collect(module, facts, settings)
+        except DesiredStateError as exc:
+            raise _redacted(exc, _secret_values(settings)) from None
     by_key: dict[str, Resource] = {}
     for r in resources:
         if r.key in by_key:
@@ -263,11 +293,23 @@ def load(
                 f"duplicate resource {r.key}: declared at {first.origin} and at {r.origin}"
             )
         by_key[r.key] = r
+    from converge.registry import providers_for
+
     for r in resources:
+        where = f" (declared at {r.origin})" if r.origin else ""
         problem = r.conflict(by_key)
         if problem is not None:
-            raise DesiredStateError(problem + (f" (declared at {r.origin})" if r.origin else ""))
+            raise DesiredStateError(problem + where)
+        if r.provider is not None:
+            names = [p.name for p in providers_for(r.kind)]
+            if r.provider not in names:
+                raise DesiredStateError(f"{r.key}: unknown provider {r.provider!r} "
+                                        f"(known: {', '.join(names)}){where}")
     for r in resources:
-        r.prepare(path.parent)
+        try:
+            r.prepare(path.parent)
+        except DesiredStateError as exc:
+            where = f" (declared at {r.origin})" if r.origin else ""
+            raise _redacted(exc, _secret_values(settings), where) from None
     return Catalog(path, resources, settings, facts, module.__dict__["__converge_digest__"],
                    by_key)

@@ -40,6 +40,7 @@ class ResourcePlan(BaseModel):
     duration: float | None = None
     backups: list[str] = Field(default_factory=list)
     refreshed: bool = False
+    applied: bool = Field(default=False, description="apply ran (even if it did not converge)")
 
 
 class Summary(BaseModel):
