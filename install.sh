@@ -35,8 +35,10 @@ if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
 fi
 
 if [ "$dev" = 1 ]; then
-    # Real tools the tests drive (no mocks): git for GitCheckout, and the rest as resources land.
-    apt_install git ca-certificates
+    # Real tools the tests drive (no mocks): throwaway systemd test hosts (debootstrap +
+    # systemd-nspawn), rpm/dnf/createrepo_c for the dnf provider, dpkg for apt, git.
+    apt_install git ca-certificates debootstrap systemd-container iproute2 openssh-client \
+        util-linux rpm dnf createrepo-c
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -13,6 +13,8 @@ from converge.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.testhost.fixtures"]
+
 
 @pytest.fixture(autouse=True)
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -17,7 +17,7 @@ removed by whoever takes that slot next, or by cleanup_stale().
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +41,7 @@ from ._util import (
     cache_dir,
     is_locked,
     link_exists,
+    mounts,
     pid_namespace,
     processes,
     read_proc,
@@ -214,6 +215,9 @@ def _reap_slot(slot: Slot) -> bool:
     if slot.state_dir.exists():
         log.info("removing stale state of %s in %s", slot.machine, slot.state_dir)
         did = True
+    if any(_cgroup_pids(group) for group in _cgroups(slot)):
+        did = True
+    _remove_cgroups(slot)
     unmount_all_under(slot.state_dir)
     if link_exists(slot.veth) and not _nspawns(slot.machine):
         log.info("removing stale link %s", slot.veth)
@@ -258,7 +262,7 @@ def _allocate_slot() -> tuple[Slot, FileLock]:
 
 def cleanup_stale() -> list[str]:
     """Reap every slot whose owner is gone (crashed runs). Returns the machines cleaned."""
-    cleaned = []
+    cleaned: list[str] = []
     directory = run_dir()
     if not directory.is_dir():
         return cleaned
@@ -277,17 +281,70 @@ def cleanup_stale() -> list[str]:
     return cleaned
 
 
+# --- cgroups ----------------------------------------------------------------------------------
+#
+# With --keep-unit and no systemd on the host, nspawn splits the cgroup it starts in into
+# supervisor/ and payload/. Started from one shared cgroup, all containers would share one
+# payload/ and their systemds would fight over the same unit cgroups (units failing at random
+# with status 219/CGROUP). So each nspawn starts in its own cgroup, which also lets us find and
+# kill whatever a host left behind.
+
+
+def _cgroup_hierarchies() -> list[Path]:
+    """Writable hierarchies systemd uses: cgroup2 and the named v1 systemd hierarchy."""
+    found = []
+    for m in mounts():
+        options = m.options.split(",")
+        systemd_hierarchy = m.fstype == "cgroup" and "name=systemd" in options
+        if (m.fstype == "cgroup2" or systemd_hierarchy) and os.access(m.mountpoint, os.W_OK):
+            found.append(m.mountpoint)
+    return sorted(set(found))
+
+
+def _cgroups(slot: Slot) -> list[Path]:
+    # per cache dir, so that runs with another cache dir never touch our cgroups
+    tag = hashlib.sha256(str(cache_dir()).encode()).hexdigest()[:8]
+    return [root / f"converge-testhost-{tag}" / slot.machine for root in _cgroup_hierarchies()]
+
+
+def _cgroup_pids(group: Path) -> set[int]:
+    pids: set[int] = set()
+    for dirpath, _, _ in os.walk(group):
+        with contextlib.suppress(OSError):
+            pids.update(int(p) for p in Path(dirpath, "cgroup.procs").read_text().split())
+    return pids
+
+
+def _remove_cgroups(slot: Slot) -> None:
+    """Kill whatever is still in the slot's cgroups, then remove them."""
+    for group in _cgroups(slot):
+        if not group.exists():
+            continue
+        deadline = time.monotonic() + 10
+        while pids := {pid for pid in _cgroup_pids(group) if alive(pid)}:
+            if time.monotonic() >= deadline:
+                raise TestHostError(f"processes {sorted(pids)} in {group} survive SIGKILL")
+            log.info("killing leftover processes %s of %s", sorted(pids), slot.machine)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        for dirpath, _, _ in os.walk(group, topdown=False):
+            for _ in range(50):  # a just-emptied cgroup can be busy for a moment
+                try:
+                    os.rmdir(dirpath)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+            else:
+                raise TestHostError(f"cannot remove cgroup {dirpath}")
+
+
 # --- the host ---------------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-_prctl: Any = None
-
-
-def _die_with_parent() -> None:
-    # runs in the forked child before exec: if the test process dies (even SIGKILL), nspawn
-    # gets SIGTERM and halts its container; stale mounts are reaped by the next run.
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+_INTO_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 
 class TestHost:
@@ -436,12 +493,18 @@ class TestHost:
         slot = self._slot()
         for sub in ("upper", "work", "merged"):
             (slot.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        run([
-            "mount", "-t", "overlay", "overlay",
-            "-o", f"lowerdir={self.image_root},upperdir={slot.state_dir / 'upper'},"
-            f"workdir={slot.state_dir / 'work'}",
-            str(slot.merged),
-        ])
+        run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={self.image_root},upperdir={slot.state_dir / 'upper'},"
+                f"workdir={slot.state_dir / 'work'}",
+                str(slot.merged),
+            ]
+        )
         # per-host files go to the overlay's upper dir, never into the image
         etc = slot.merged / "etc"
         (etc / "hostname").write_text(f"{self.name}\n")
@@ -455,13 +518,16 @@ class TestHost:
         # apt in each host locks its own file: the shared archive dir's lock would make
         # concurrent installs in different hosts fail ("Unable to lock the download directory")
         (slot.state_dir / "apt-archives.lock").touch()
+        (slot.state_dir / "apt-auxfiles").mkdir(exist_ok=True)
 
     def _nspawn_argv(self) -> list[str]:
         slot = self._slot()
         return [
             "systemd-nspawn",
-            "--directory", str(slot.merged),
-            "--machine", slot.machine,
+            "--directory",
+            str(slot.merged),
+            "--machine",
+            slot.machine,
             "--boot",
             "--register=no",
             "--keep-unit",
@@ -472,44 +538,54 @@ class TestHost:
             f"--bind={apt_archives_dir()}:/var/cache/apt/archives",
             f"--bind={slot.state_dir / 'apt-archives.lock'}:/var/cache/apt/archives/lock",
             f"--bind-ro={apt_lists_dir()}:/var/lib/apt/lists",
+            f"--bind={slot.state_dir / 'apt-auxfiles'}:/var/lib/apt/lists/auxfiles",
             *(b.nspawn_arg() for b in self.binds),
             *self.nspawn_args,
         ]
 
     def _start(self) -> None:
-        global _prctl
         slot = self._slot()
+        argv = self._nspawn_argv()
         pass_fds: tuple[int, ...] = ()
-        preexec = None
+        # start nspawn in its own cgroup(s) (see _cgroups) through a tiny sh wrapper
+        procs = []
+        for group in _cgroups(slot):
+            group.mkdir(parents=True, exist_ok=True)
+            procs.append(str(group / "cgroup.procs"))
+        argv = ["sh", "-c", _INTO_CGROUPS, "nspawn-wrapper", *procs, "--", *argv]
         if self.detach:
             locks = (self._slot_lock, self._image_lock)
             pass_fds = tuple(lock.fileno() for lock in locks if lock is not None)
         elif threading.current_thread() is threading.main_thread():
-            # PDEATHSIG fires when the parent *thread* exits: only safe from the main thread
-            if _prctl is None:
-                _prctl = ctypes.CDLL(None, use_errno=True).prctl
-            preexec = _die_with_parent
+            # if this process dies, even by SIGKILL, nspawn gets SIGTERM and halts the host.
+            # PDEATHSIG fires when the parent *thread* ends: only safe from the main thread.
+            argv = ["setpriv", "--pdeathsig", "TERM", *argv]
         with (slot.state_dir / "console.log").open("wb") as console:
             self._popen = subprocess.Popen(
-                self._nspawn_argv(),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 pass_fds=pass_fds,
-                preexec_fn=preexec,
             )
         self._nspawn_pid = self._popen.pid
-        slot.meta_path.write_text(json.dumps({
-            "name": self.name,
-            "index": slot.index,
-            "machine": slot.machine,
-            "address": slot.address,
-            "nspawn_pid": self._nspawn_pid,
-            "image": str(self.image_root),
-            "detached": self.detach,
-            "owner_pid": os.getpid(),
-        }, indent=2) + "\n")
+        slot.meta_path.write_text(
+            json.dumps(
+                {
+                    "name": self.name,
+                    "index": slot.index,
+                    "machine": slot.machine,
+                    "address": slot.address,
+                    "nspawn_pid": self._nspawn_pid,
+                    "image": str(self.image_root),
+                    "detached": self.detach,
+                    "owner_pid": os.getpid(),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
     def _console_tail(self) -> str:
         try:
@@ -526,7 +602,7 @@ class TestHost:
                 self._leader = leader
                 return
             if not alive(self._nspawn_pid):
-                raise TestHostError(f"systemd-nspawn exited early; console:\n{self._console_tail()}")
+                raise TestHostError(f"nspawn exited early; console:\n{self._console_tail()}")
             if time.monotonic() >= deadline:
                 raise TestHostError(f"container did not start; console:\n{self._console_tail()}")
             time.sleep(0.02)
@@ -543,7 +619,12 @@ class TestHost:
         inside = ["nsenter", "--target", str(self.leader), "--net", "ip"]
         run([*inside, "address", "add", f"{slot.address}/24", "dev", "host0"])
         run([*inside, "link", "set", "host0", "up"])
-        run([*inside, "route", "add", "default", "via", slot.host_address])
+        # A default route like a real host's. Safe only because this machine does not forward
+        # (no way out); otherwise leave it away so tests cannot reach beyond their hosts.
+        if Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0":
+            run([*inside, "route", "add", "default", "via", slot.host_address])
+        else:
+            log.warning("ip_forward is on here: %r gets no default route", self)
 
     def wait_running(self, timeout: float = 60.0) -> str:
         """Wait until ``systemctl is-system-running`` says running or degraded; return it."""
@@ -562,7 +643,8 @@ class TestHost:
                     log.warning("%r is degraded:\n%s", self, failed.stdout)
                 return state
             if not self.running:
-                raise TestHostError(f"{self!r} stopped while booting; console:\n{self._console_tail()}")
+                tail = self._console_tail()
+                raise TestHostError(f"{self!r} stopped while booting; console:\n{tail}")
             if time.monotonic() >= deadline:
                 raise TestHostError(f"{self!r} not running after {timeout} s (state {state!r})")
             time.sleep(0.05)
@@ -582,6 +664,7 @@ class TestHost:
                 errors.append(TestHostError(f"slot {slot.index} is still locked by someone"))
             else:
                 try:
+                    _remove_cgroups(slot)
                     unmount_all_under(slot.state_dir)
                     _delete_link(slot.veth)
                     remove_tree(slot.state_dir)
@@ -613,12 +696,20 @@ class TestHost:
         """Like run() but with bytes in and out."""
         args = ["sh", "-c", argv] if isinstance(argv, str) else list(argv)
         environment = {
-            "HOME": "/root", "TERM": "dumb", "LANG": "C.UTF-8", "PATH": CONTAINER_PATH,
+            "HOME": "/root",
+            "TERM": "dumb",
+            "LANG": "C.UTF-8",
+            "PATH": CONTAINER_PATH,
             **(env or {}),
         }
         cmd = [
-            "nsenter", "--target", str(self.leader), "--all",
-            "env", "-i", *(["--chdir", cwd] if cwd else []),
+            "nsenter",
+            "--target",
+            str(self.leader),
+            "--all",
+            "env",
+            "-i",
+            *(["--chdir", cwd] if cwd else []),
             *(f"{k}={v}" for k, v in environment.items()),
             *args,
         ]
@@ -644,8 +735,11 @@ class TestHost:
             raise
         if check and proc.returncode != 0:
             raise CommandFailed(
-                args, proc.returncode, out.decode("utf-8", "replace"),
-                err.decode("utf-8", "replace"), where=self.name,
+                args,
+                proc.returncode,
+                out.decode("utf-8", "replace"),
+                err.decode("utf-8", "replace"),
+                where=self.name,
             )
         return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
@@ -667,15 +761,23 @@ class TestHost:
         data = input.encode() if isinstance(input, str) else input
         result = self.run_bytes(argv, input=data, check=check, timeout=timeout, env=env, cwd=cwd)
         return subprocess.CompletedProcess(
-            result.args, result.returncode,
-            result.stdout.decode("utf-8", "replace"), result.stderr.decode("utf-8", "replace"),
+            result.args,
+            result.returncode,
+            result.stdout.decode("utf-8", "replace"),
+            result.stderr.decode("utf-8", "replace"),
         )
 
     def put_file(self, path: str, data: str | bytes, mode: int = 0o644) -> None:
         """Write a file inside the host (parent directories created), owned by root."""
         self.run_bytes(
-            ["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && chmod "$2" -- "$1"',
-             "put_file", path, f"{mode:o}"],
+            [
+                "sh",
+                "-c",
+                'mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && chmod "$2" -- "$1"',
+                "put_file",
+                path,
+                f"{mode:o}",
+            ],
             input=data.encode() if isinstance(data, str) else data,
         )
 
@@ -692,17 +794,32 @@ class TestHost:
                 image.release()
         self.run(
             ["apt-get", "install", "-y", "-q", *packages],
-            env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=timeout,
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+            timeout=timeout,
         )
 
     def ssh_argv(self, *command: str) -> list[str]:
         """argv for ``ssh root@address [command]`` with the test key, no host key checks."""
         return [
-            "ssh", "-F", "/dev/null", "-i", str(self.ssh_key),
-            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-            f"{self.ssh_user}@{self.address}", *command,
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.ssh_key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            f"{self.ssh_user}@{self.address}",
+            *command,
         ]
 
     # --- hosts booted by another process (CLI) -----------------------------------------------
@@ -712,12 +829,16 @@ class TestHost:
         """Attach to a running host booted by another process (e.g. the CLI) by its name."""
         for meta in list_hosts():
             if meta["name"] == name and meta["running"]:
-                host = cls(name, detach=bool(meta["detached"]))
-                host.slot = Slot(int(meta["index"]))
-                host.image_root = Path(meta["image"])
-                host._nspawn_pid = int(meta["nspawn_pid"])
-                return host
+                return cls._attach(meta)
         raise TestHostError(f"no running test host named {name!r}")
+
+    @classmethod
+    def _attach(cls, meta: Mapping[str, Any]) -> TestHost:
+        host = cls(str(meta["name"]), detach=bool(meta["detached"]))
+        host.slot = Slot(int(meta["index"]))
+        host.image_root = Path(meta["image"])
+        host._nspawn_pid = int(meta["nspawn_pid"])
+        return host
 
 
 def list_hosts() -> list[dict[str, Any]]:
@@ -729,7 +850,8 @@ def list_hosts() -> list[dict[str, Any]]:
             slot = Slot(int(meta["index"]))
             proc = read_proc(int(meta["nspawn_pid"]))
             meta["running"] = (
-                proc is not None and proc.state not in ("Z", "X")
+                proc is not None
+                and proc.state not in ("Z", "X")
                 and _option(proc.cmdline, "-D", "--directory") == str(slot.merged)
             )
             meta["slot_locked"] = is_locked(slot.lock_path)
@@ -740,4 +862,4 @@ def list_hosts() -> list[dict[str, Any]]:
 def iter_running() -> Iterator[TestHost]:
     for meta in list_hosts():
         if meta["running"]:
-            yield TestHost.find(meta["name"])
+            yield TestHost._attach(meta)

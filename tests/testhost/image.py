@@ -17,13 +17,15 @@ overlayfs upper dir, and prefetch() runs apt in a volatile overlay with the cach
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterable, Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,6 +56,7 @@ PACKAGES = (
     "procps",
     "sudo",
     "git",
+    "apt-utils",  # as on a standard Debian install; without it debconf warns on every install
 )
 #: Bump to force a rebuild when something outside this module changes what the image should be.
 RECIPE_VERSION = "1"
@@ -76,13 +79,18 @@ class Recipe:
 
     def digest(self) -> str:
         h = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
-        h.update(inspect.getsource(configure_rootfs).encode())
-        h.update(inspect.getsource(hosts_file).encode())
+        for step in (configure_rootfs, hosts_file):
+            h.update(_code_fingerprint(step).encode())
         return h.hexdigest()[:12]
 
     @property
     def name(self) -> str:
         return f"{self.suite}-{self.digest()}"
+
+
+def _code_fingerprint(function: Callable[..., object]) -> str:
+    """The function's syntax tree: edits rebuild the image, comments and formatting do not."""
+    return ast.dump(ast.parse(textwrap.dedent(inspect.getsource(function))))
 
 
 def default_recipe() -> Recipe:
@@ -190,8 +198,11 @@ def ensure_image(recipe: Recipe | None = None, *, rebuild: bool = False) -> Imag
         user = FileLock(images / f"{recipe.name}.lock", shared=True)
         if rebuild and root.exists():
             exclusive = FileLock(user.path)
-            if not exclusive.acquire(blocking=False):
-                raise TestHostError(f"cannot rebuild {root}: it is in use")
+            if not exclusive.acquire(blocking=False) or root in _overlay_lowers():
+                exclusive.release()
+                raise TestHostError(
+                    f"cannot rebuild {root}: it is in use (or left mounted: run cleanup)"
+                )
             try:
                 _remove_image(root)
             finally:
@@ -226,8 +237,12 @@ def _build(recipe: Recipe, root: Path) -> None:
     try:
         with build_log.open("wb") as out:
             proc = subprocess.run(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                timeout=BUILD_TIMEOUT, check=False,
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=BUILD_TIMEOUT,
+                check=False,
             )
         if proc.returncode != 0:
             tail = build_log.read_text(errors="replace")[-3000:]
@@ -292,7 +307,8 @@ def ssh_key() -> Path:
         tmp = ssh_dir / f".tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
         tmp.with_suffix(".pub").unlink(missing_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "converge-testhost", "-f", str(tmp)])
+        keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "converge-testhost"]
+        run([*keygen, "-f", str(tmp)])
         os.rename(tmp.with_suffix(".pub"), pub)
         os.rename(tmp, key)
     return key
@@ -313,13 +329,22 @@ def _nspawn_apt(image: Image, argv: Sequence[str], timeout: float) -> None:
     """
     run(
         [
-            "systemd-nspawn", "--quiet", "--directory", str(image.root),
-            "--machine", f"cvg-apt-{os.getpid()}", "--register=no", "--keep-unit",
-            "--volatile=overlay", "--link-journal=no", "--resolv-conf=replace-host",
+            "systemd-nspawn",
+            "--quiet",
+            "--directory",
+            str(image.root),
+            "--machine",
+            f"cvg-apt-{os.getpid()}",
+            "--register=no",
+            "--keep-unit",
+            "--volatile=overlay",
+            "--link-journal=no",
+            "--resolv-conf=replace-host",
             f"--bind={apt_archives_dir()}:/var/cache/apt/archives",
             f"--bind={apt_lists_dir()}:/var/lib/apt/lists",
             "--setenv=DEBIAN_FRONTEND=noninteractive",
-            "--", *argv,
+            "--",
+            *argv,
         ],
         timeout=timeout,
     )
@@ -328,8 +353,21 @@ def _nspawn_apt(image: Image, argv: Sequence[str], timeout: float) -> None:
 def prepare_apt_cache() -> None:
     for d in (apt_archives_dir(), apt_lists_dir()):
         (d / "partial").mkdir(parents=True, exist_ok=True)
-    # booted hosts bind a private lock file over this one (see host.py)
+    # mount points for per-host binds (see host.py): each host locks its own archive lock
+    # file, and apt insists on chmod'ing lists/auxfiles, which is read-only in hosts
     (apt_archives_dir() / "lock").touch()
+    (apt_lists_dir() / "auxfiles").mkdir(exist_ok=True)
+
+
+def _prefetched_path(image: Image) -> Path:
+    # what was downloaded depends on what the image already has, hence one record per image
+    return cache_dir() / "apt" / f"prefetched-{image.root.name}"
+
+
+def _update_lists(image: Image, timeout: float) -> None:
+    for record in (cache_dir() / "apt").glob("prefetched-*"):
+        record.unlink()  # new lists may want other versions
+    _nspawn_apt(image, ["apt-get", "-q", "-o", "Acquire::Languages=none", "update"], timeout)
 
 
 def prefetch(
@@ -342,19 +380,22 @@ def prefetch(
     """Download packages (and dependencies) into the host-side apt cache for offline installs.
 
     Runs ``apt-get install --download-only`` with the host's network. Package lists are fetched
-    on first use, when refresh is true, or when the download fails (lists outdated).
+    on first use, when refresh is true, or when the download fails (lists outdated). Packages
+    already fetched against the current lists are not asked for again.
     """
-    pkgs = list(packages)
+    pkgs = sorted(set(packages))
     own_image = image is None
     img = image or ensure_image()
     try:
         prepare_apt_cache()
         with FileLock(cache_dir() / "apt.lock"):
+            record = _prefetched_path(img)
             updated = False
             if refresh or not any(apt_lists_dir().glob("*_Packages*")):
-                _nspawn_apt(img, ["apt-get", "-q", "update"], timeout)
+                _update_lists(img, timeout)
                 updated = True
-            if not pkgs:
+            done = set(record.read_text().split()) if record.exists() else set()
+            if not pkgs or done.issuperset(pkgs):
                 return
             install = ["apt-get", "-q", "-y", "install", "--download-only", *pkgs]
             try:
@@ -363,8 +404,10 @@ def prefetch(
                 if updated:
                     raise
                 log.info("download failed; refreshing apt lists and retrying")
-                _nspawn_apt(img, ["apt-get", "-q", "update"], timeout)
+                _update_lists(img, timeout)
+                done = set()
                 _nspawn_apt(img, install, timeout)
+            record.write_text("".join(f"{p}\n" for p in sorted(done | set(pkgs))))
     finally:
         if own_image:
             img.release()
