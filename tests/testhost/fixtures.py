@@ -8,6 +8,8 @@ Fixtures:
     make_testhost   (function) factory: ``make_testhost("web", binds=[...]) -> TestHost``,
                     booted; every host it made is stopped after the test, pass or fail.
     testhost        (function) one booted host named "testhost".
+    converge_host   (function) factory: ``converge_host("web") -> ConvergeHost``, a booted
+                    host with converge installed (see converge.py); stopped after the test.
 
 Tests using them get the ``testhost`` marker automatically (deselect with -m "not testhost").
 """
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from .converge import ConvergeHost, converge_binds
 from .host import TestHost, cleanup_stale
 from .image import Image, ensure_image
 
@@ -35,7 +38,7 @@ REQUIRED_TOOLS = (
     "ssh",
     "ssh-keygen",
 )
-FIXTURES = frozenset({"testhost_image", "make_testhost", "testhost"})
+FIXTURES = frozenset({"testhost_image", "make_testhost", "testhost", "converge_host"})
 
 
 class MakeTestHost(Protocol):
@@ -115,3 +118,16 @@ def make_testhost(testhost_image: Image) -> Iterator[MakeTestHost]:
 @pytest.fixture
 def testhost(make_testhost: MakeTestHost) -> TestHost:
     return make_testhost("testhost")
+
+
+class MakeConvergeHost(Protocol):
+    def __call__(self, name: str = "testhost", **kwargs: Any) -> ConvergeHost: ...
+
+
+@pytest.fixture
+def converge_host(make_testhost: MakeTestHost, testhost_image: Image) -> MakeConvergeHost:
+    def make(name: str = "testhost", **kwargs: Any) -> ConvergeHost:
+        binds = [*converge_binds(testhost_image), *kwargs.pop("binds", ())]
+        return ConvergeHost(make_testhost(name, binds=binds, **kwargs))
+
+    return make
