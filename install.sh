@@ -36,9 +36,10 @@ fi
 
 if [ "$dev" = 1 ]; then
     # Real tools the tests drive (no mocks): throwaway systemd test hosts (debootstrap +
-    # systemd-nspawn), rpm/dnf/createrepo_c for the dnf provider, dpkg for apt, git.
+    # systemd-nspawn), rpm/dnf/createrepo_c for the dnf provider, dpkg for apt, git, and
+    # PostgreSQL (the tests start their own server with initdb; the packaged one stays off).
     apt_install git ca-certificates debootstrap systemd-container iproute2 openssh-client \
-        util-linux rpm dnf createrepo-c
+        util-linux rpm dnf createrepo-c postgresql
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from converge.resources.file import File
     from converge.resources.fileline import FileLine
     from converge.resources.package import Package
+    from converge.resources.postgres import PgConnection, PgDatabase, PgRole
     from converge.resources.service import Service
     from converge.resources.user import Group, User
     from converge.resources.yumrepo import YumRepo
@@ -39,6 +40,9 @@ __all__ = [
     "FileLine",
     "Group",
     "Package",
+    "PgConnection",
+    "PgDatabase",
+    "PgRole",
     "Secret",
     "Service",
     "User",
@@ -47,11 +51,15 @@ __all__ = [
 ]
 
 
+#: names that are not kinds but live in a kind's module
+_HELPERS = {"PgConnection": "converge.resources.postgres"}
+
+
 def __getattr__(name: str) -> Any:
     from converge.registry import KINDS
 
-    if name in KINDS:
+    if name in KINDS or name in _HELPERS:
         import importlib
 
-        return getattr(importlib.import_module(KINDS[name]), name)
+        return getattr(importlib.import_module(KINDS.get(name) or _HELPERS[name]), name)
     raise AttributeError(f"module 'converge' has no attribute {name!r}")

@@ -151,15 +151,16 @@ class LocalHost:
     ) -> Result:
         """Run ``argv`` (never through a shell) and return what it said.
 
-        ``LC_ALL=C`` keeps output parseable; ``env`` adds to (or overrides) the environment.
-        Secrets belong in ``input`` or ``env``, never in ``argv``.
+        Commands get a small environment (:data:`INHERITED_ENV` from converge's own, never
+        the rest), ``LC_ALL=C`` for parseable output, plus ``env``. Secrets belong in
+        ``input`` or ``env``, never in ``argv``.
         """
         import sh  # imported here: a run that executes no command never pays for it
 
         argv = [str(a) for a in argv]
         if not argv:
             raise ValueError("empty argv")
-        full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
+        full_env = {**command_environment(), **(env or {})}
         try:
             command = sh.Command(argv[0])
         except sh.CommandNotFound:
@@ -395,6 +396,20 @@ class LocalHost:
             return grp.getgrgid(gid).gr_name
         except KeyError:
             return str(gid)
+
+
+#: what commands inherit from converge's own environment: never the rest, which may hold the
+#: secrets a desired state's settings were read from (CONVERGE_DB_PASSWORD...)
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "TMPDIR",
+                 "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+                 "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT")
+
+
+def command_environment() -> dict[str, str]:
+    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env["LC_ALL"] = "C"  # parseable output
+    return env
 
 
 def _decode(data: bytes | str | None) -> str:

@@ -26,6 +26,8 @@ KINDS: dict[str, str] = {
     "Package": "converge.resources.package",
     "YumRepo": "converge.resources.yumrepo",
     "Service": "converge.resources.service",
+    "PgRole": "converge.resources.postgres",
+    "PgDatabase": "converge.resources.postgres",
 }
 
 
