@@ -134,6 +134,9 @@ class Engine:
     def _diff(self, key: str, actual: Any) -> list[Change]:
         return list(self._provider_of[key].diff(self.by_key[key], actual))
 
+    def _notes(self, key: str, actual: Any) -> list[str]:
+        return list(self._provider_of[key].notes(self.by_key[key], actual))
+
     # -- plan ---------------------------------------------------------------------------------
 
     def plan(self) -> Plan:
@@ -152,6 +155,7 @@ class Engine:
                     continue
                 try:
                     rp.changes = self._diff(k, states.get(k))
+                    rp.notes.extend(self._notes(k, states.get(k)))
                 except Exception as exc:
                     rp.status, rp.error = "failed", _error_text(exc)
                     continue
@@ -253,6 +257,8 @@ class Engine:
                     continue
                 try:
                     changes = self._diff(key, states.get(key))
+                    notes = outcomes[key].plan.notes
+                    notes.extend(n for n in self._notes(key, states.get(key)) if n not in notes)
                 except Exception as exc:
                     self._fail(outcomes, key, _error_text(exc))
                     continue

@@ -162,6 +162,11 @@ class Provider(Generic[R, S]):
     def diff(self, desired: R, actual: S | None) -> list[Change]:
         raise NotImplementedError
 
+    def notes(self, desired: R, actual: S | None) -> list[str]:
+        """Warnings for plan and report that are not changes (pure, like ``diff``): e.g.
+        "runtime value not managed: SELinux is disabled". Not a failure, never silent."""
+        return []
+
     def apply(self, host: Host, desired: R, actual: S | None, changes: list[Change]) -> list[str]:
         """Make exactly ``changes``; return the paths of backups made (if any)."""
         raise NotImplementedError
