@@ -167,7 +167,7 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
 def render_report(report: Plan, *, colour: bool = False) -> str:
     out: list[str] = []
     for r in report.resources:
-        if r.status in ("unchanged", "ok") and not r.refreshed:
+        if r.status in ("unchanged", "ok") and not r.refreshed and not r.notes:
             continue
         mark = {"changed": _SYMBOL[r.action], "failed": "!", "skipped": "-",
                 "flapping": "!"}.get(r.status, " ")
