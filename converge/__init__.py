@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr as Secret
-
 from converge.errors import ConvergeError, DesiredStateError
 from converge.facts import Facts
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr as Secret
+
     from converge.resources.command import Command
     from converge.resources.file import File
     from converge.resources.fileline import FileLine
@@ -58,6 +58,10 @@ _HELPERS = {"PgConnection": "converge.resources.postgres"}
 def __getattr__(name: str) -> Any:
     from converge.registry import KINDS
 
+    if name == "Secret":  # pydantic's SecretStr, imported only when a desired file asks
+        from pydantic import SecretStr
+
+        return SecretStr
     if name in KINDS or name in _HELPERS:
         import importlib
 

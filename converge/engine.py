@@ -77,6 +77,7 @@ class Engine:
         self._provider_of: dict[str, Provider[Any, Any]] = {}
         self._provider_errors: dict[str, str] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._generations: list[list[str]] | None = None
         self._choose_providers()
 
     # -- providers ----------------------------------------------------------------------------
@@ -141,7 +142,8 @@ class Engine:
 
     def plan(self) -> Plan:
         start = time.monotonic()
-        plans = {r.key: ResourcePlan(id=r.key) for r in self.resources}
+        # model_construct: thousands of these, built from trusted values, need no validation
+        plans = {r.key: ResourcePlan.model_construct(id=r.key) for r in self.resources}
         probe_keys = [k for k in plans if k not in self._provider_errors]
         for k, msg in self._provider_errors.items():
             plans[k].status = "failed"
@@ -200,7 +202,7 @@ class Engine:
 
     def apply(self) -> Plan:
         start = time.monotonic()
-        outcomes = {r.key: _Outcome(ResourcePlan(id=r.key, status="unchanged"))
+        outcomes = {r.key: _Outcome(ResourcePlan.model_construct(id=r.key, status="unchanged"))
                     for r in self.resources}
         for k, msg in self._provider_errors.items():
             self._fail(outcomes, k, msg)
@@ -233,7 +235,9 @@ class Engine:
         """One walk of the graph; returns whether anything changed."""
         changed_any = False
         notified: set[str] = set()
-        for gen in generations(self.graph):
+        if self._generations is None:
+            self._generations = list(generations(self.graph))
+        for gen in self._generations:
             ready: list[str] = []
             for key in gen:
                 o = outcomes[key]

@@ -62,9 +62,11 @@ def build(resources: Sequence[Resource]) -> nx.DiGraph:
 
 
 def check_acyclic(graph: nx.DiGraph) -> None:
+    if nx.is_directed_acyclic_graph(graph):  # the common case, in one topological sort
+        return
     try:
         cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
+    except nx.NetworkXNoCycle:  # pragma: no cover - is_directed_acyclic_graph said otherwise
         return
     steps = []
     verbs = {"requires": "requires", "implied": "requires (implied)",

@@ -223,12 +223,23 @@ class LocalHost:
 
     def read_bytes(self, path: str) -> bytes | None:
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise ResourceError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            chunks: list[bytes] = []
+            size = os.fstat(fd).st_size
+            while True:
+                chunk = os.read(fd, max(size + 1, 65536))
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        except OSError as exc:
+            raise ResourceError(f"cannot read {path}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
 
     def write_atomic(
         self, path: str, data: bytes, *, uid: int | None, gid: int | None, mode: int | None

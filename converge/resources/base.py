@@ -81,9 +81,11 @@ class Resource(BaseModel):
     """Force a provider by name instead of choosing one by the host's capabilities."""
 
     _origin: str | None = PrivateAttr(default=None)
+    _key: str = PrivateAttr(default="")
 
     def model_post_init(self, context: Any, /) -> None:
         self._origin = _caller_origin()
+        self._key = f"{self.kind}[{self.ident}]"  # frozen: computed once
 
     @property
     def ident(self) -> str:
@@ -92,7 +94,7 @@ class Resource(BaseModel):
 
     @property
     def key(self) -> str:
-        return f"{self.kind}[{self.ident}]"
+        return self._key
 
     @property
     def origin(self) -> str | None:
