@@ -142,8 +142,7 @@ class Engine:
 
     def plan(self) -> Plan:
         start = time.monotonic()
-        # model_construct: thousands of these, built from trusted values, need no validation
-        plans = {r.key: ResourcePlan.model_construct(id=r.key) for r in self.resources}
+        plans = {r.key: ResourcePlan(id=r.key) for r in self.resources}
         probe_keys = [k for k in plans if k not in self._provider_errors]
         for k, msg in self._provider_errors.items():
             plans[k].status = "failed"
@@ -202,7 +201,7 @@ class Engine:
 
     def apply(self) -> Plan:
         start = time.monotonic()
-        outcomes = {r.key: _Outcome(ResourcePlan.model_construct(id=r.key, status="unchanged"))
+        outcomes = {r.key: _Outcome(ResourcePlan(id=r.key, status="unchanged"))
                     for r in self.resources}
         for k, msg in self._provider_errors.items():
             self._fail(outcomes, k, msg)
