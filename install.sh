@@ -39,7 +39,7 @@ if [ "$dev" = 1 ]; then
     # systemd-nspawn), rpm/dnf/createrepo_c for the dnf provider, dpkg for apt, git, and
     # PostgreSQL (the tests start their own server with initdb; the packaged one stays off).
     apt_install git ca-certificates debootstrap systemd-container iproute2 openssh-client \
-        util-linux rpm dnf createrepo-c postgresql
+        util-linux rpm dnf createrepo-c postgresql redis-server
 fi
 
 if [ ! -x .venv/bin/python ]; then
