@@ -23,10 +23,12 @@ if TYPE_CHECKING:
     from converge.resources.command import Command
     from converge.resources.file import File
     from converge.resources.fileline import FileLine
+    from converge.resources.git import GitCheckout
     from converge.resources.package import Package
     from converge.resources.postgres import PgConnection, PgDatabase, PgRole
     from converge.resources.service import Service
     from converge.resources.user import Group, User
+    from converge.resources.virtualenv import Virtualenv
     from converge.resources.yumrepo import YumRepo
 
 __version__ = "0.1.0"
@@ -38,6 +40,7 @@ __all__ = [
     "Facts",
     "File",
     "FileLine",
+    "GitCheckout",
     "Group",
     "Package",
     "PgConnection",
@@ -46,6 +49,7 @@ __all__ = [
     "Secret",
     "Service",
     "User",
+    "Virtualenv",
     "YumRepo",
     "__version__",
 ]

@@ -28,6 +28,8 @@ KINDS: dict[str, str] = {
     "Service": "converge.resources.service",
     "PgRole": "converge.resources.postgres",
     "PgDatabase": "converge.resources.postgres",
+    "GitCheckout": "converge.resources.git",
+    "Virtualenv": "converge.resources.virtualenv",
 }
 
 
