@@ -58,7 +58,8 @@ class Facts:
         like = set(release.get("ID_LIKE", "").split()) | {os_id}
         family = "redhat" if like & _REDHAT else "debian" if like & _DEBIAN else "unknown"
         init = (host.read_bytes("/proc/1/comm") or b"unknown").decode().strip()
-        pkg = next((p for p in ("dnf", "yum", "apt-get") if host.which(p)), None)
+        order = ("apt-get", "dnf", "yum") if family == "debian" else ("dnf", "yum", "apt-get")
+        pkg = next((p for p in order if host.which(p)), None)
         return cls(
             os_id=os_id,
             os_family=family,

@@ -46,7 +46,9 @@ def build(resources: Sequence[Resource]) -> nx.DiGraph:
     for r in resources:
         for kind in r.requires_kinds():
             for dep in by_kind.get(kind, ()):
-                if dep != r.key and not graph.has_edge(dep, r.key):
+                # an explicit dependency the other way wins (a repo from a package's RPM)
+                if dep != r.key and not graph.has_edge(dep, r.key) \
+                        and not nx.has_path(graph, r.key, dep):
                     graph.add_edge(dep, r.key, why="implied")
     last_of: dict[str, str] = {}
     for r in resources:

@@ -1,10 +1,12 @@
 """Package: installed, at the latest version, at an exact version, or absent.
 
-Providers: ``dnf`` and ``yum`` (rpm inventory) and ``apt`` (dpkg inventory), chosen by the
-commands the host has, in the order its OS family prefers. One inventory query per probe
-(``rpm -qa``/``dpkg-query -W``), one repository query for the packages that follow ``latest``,
-one transaction per kind of operation. The package manager holds a lock, so its provider is
-exclusive: package operations never overlap.
+Providers: ``apt`` (dpkg inventory), ``dnf`` and ``yum`` (rpm inventory), chosen by the
+commands the host has, in that order: a Debian host with dnf installed (to build RPMs, say) still
+manages its packages with apt unless ``provider="dnf"`` says otherwise, and RHEL 8+ (which has
+both dnf and a yum alias) uses dnf. One inventory query per probe (``rpm -qa``/``dpkg-query
+-W``), one repository query for the packages that follow ``latest``, one transaction per kind of
+operation. The package manager holds a lock, so its provider is exclusive: package operations
+never overlap.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cmp_to_key
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from converge.errors import CommandError, ResourceError
 from converge.plan import Change
@@ -59,6 +62,15 @@ class Package(Resource):
             raise ValueError("ensure must be present, latest, absent or a version")
         return v
 
+    @model_validator(mode="after")
+    def _group(self) -> Package:
+        if self.is_group and self.version is not None:
+            raise ValueError("a package group (@name) has no version: use present, latest "
+                             "or absent")
+        if self.is_group and self.source is not None:
+            raise ValueError("a package group (@name) cannot be installed from a source")
+        return self
+
     @property
     def is_group(self) -> bool:
         return self.name.startswith("@")
@@ -69,8 +81,8 @@ class Package(Resource):
             self.ensure
 
     def requires_kinds(self) -> Iterable[str]:
-        # Repositories must be configured before any package is installed.
-        return ("YumRepo",)
+        # Repositories must be configured before any package is installed (apt has none).
+        return () if self.provider == "apt" else ("YumRepo",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,15 +208,8 @@ def dpkg_vercmp(a: str, b: str) -> int:
 
 class _PackageProvider(Provider[Package, Installed]):
     exclusive = True
-    family: ClassVar[str] = ""
-
-    @classmethod
-    def unusable(cls, host: Host, facts: Facts) -> str | None:
-        why = super().unusable(host, facts)
-        if why is None and facts.os_family not in ("unknown", cls.family):
-            # A Debian host with dnf installed still manages its packages with apt.
-            return f"the host is {facts.os_family}-family, this provider is for {cls.family}"
-        return why
+    #: Markers of "no repository offers this package" in the package manager's output.
+    not_found: ClassVar[tuple[str, ...]] = ()
 
     # -- diff (shared) --------------------------------------------------------------------------
 
@@ -260,15 +265,26 @@ class _PackageProvider(Provider[Package, Installed]):
                 outcome.update({d.key: [] for d in group})
             except CommandError as exc:
                 if len(group) == 1:
-                    outcome[group[0].key] = exc
+                    outcome[group[0].key] = self.explain(exc, group[0])
                     continue
                 for d in group:
                     try:
                         self.run_operation(host, op, [d])
                         outcome[d.key] = []
                     except CommandError as one:
-                        outcome[d.key] = one
+                        outcome[d.key] = self.explain(one, d)
         return outcome
+
+    def explain(self, exc: CommandError, package: Package) -> ResourceError:
+        """A clearer error when no repository offers the package (the command's output kept)."""
+        text = f"{exc.stdout}\n{exc.stderr}"
+        needle = package.name.lstrip("@")
+        for line in text.splitlines():
+            if needle in line and any(m in line for m in self.not_found):
+                what = f"{package.name} {package.version}" if package.version else package.name
+                return ResourceError(
+                    f"{what} is not available from any enabled repository\n{exc}")
+        return exc
 
     def operation(self, desired: Package, actual: Installed | None) -> str:
         if desired.ensure == "absent":
@@ -296,10 +312,13 @@ class DnfProvider(_PackageProvider):
     name = "dnf"
     tool: ClassVar[str] = "dnf"
     commands = ("dnf", "rpm")
-    family = "redhat"
+    not_found = ("Unable to find a match", "No match for argument", "No package ",
+                 "is not available")  # the last: "Module or Group 'x' is not available."
 
     def base(self) -> list[str]:
-        # A broken repository must fail the run, not be skipped silently.
+        # A broken repository must fail the run, not be skipped silently (as it is when
+        # dnf.conf says skip_if_unavailable=True, like Debian's). A repository may still opt
+        # in with its own skip_if_unavailable=1.
         return [self.tool, "-y", "-q", "--setopt=skip_if_unavailable=False"]
 
     def compare(self, a: str, b: str) -> int:
@@ -328,38 +347,66 @@ class DnfProvider(_PackageProvider):
         return result
 
     def _updates(self, host: Host, names: list[str]) -> dict[str, str]:
-        """The newer versions the repositories offer (``check-update`` exits 100 when any)."""
+        """The newer versions the repositories offer (``check-update`` exits 100 when any).
+
+        The repositories' metadata is what the package manager has cached, refreshed when it
+        is older than the repository's ``metadata_expire``, as for any dnf command."""
         res = host.run([*self.base(), "check-update", *names], check=False, timeout=1800)
         if res.returncode not in (0, 100):
             raise CommandError(res.argv, res.returncode, res.stdout, res.stderr)
         updates: dict[str, str] = {}
-        for line in res.stdout.splitlines():
+        lines = res.stdout.splitlines()
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            i += 1
+            if not line.strip() or line[0].isspace():
+                continue  # blank, or an obsoleted package under "Obsoleting Packages"
             parts = line.split()
-            if len(parts) == 3 and "." in parts[0] and not line.startswith(" "):
-                name = parts[0].rsplit(".", 1)[0]
-                if name in names:
-                    evr = parts[1][2:] if parts[1].startswith("0:") else parts[1]
-                    updates[name] = evr
+            # a long name is printed alone, its version and repository on the next line
+            if len(parts) == 1 and i < len(lines) and lines[i][:1].isspace() \
+                    and len(lines[i].split()) == 2:
+                parts += lines[i].split()
+                i += 1
+            if len(parts) != 3 or "." not in parts[0]:
+                continue
+            name = parts[0].rsplit(".", 1)[0]
+            if name in names and name not in updates:
+                updates[name] = parts[1][2:] if parts[1].startswith("0:") else parts[1]
         return updates
 
     def _installed_groups(self, host: Host) -> set[str]:
-        res = host.run([self.tool, "-q", "group", "list", "--installed", "-v"], check=False)
+        """Ids and names (lower case) of the installed groups, from ``group list -v``: the
+        indented lines under an ``Installed ... Groups:`` heading (works with yum and dnf)."""
+        res = host.run([self.tool, "group", "list", "-v"], check=False, timeout=1800)
         found: set[str] = set()
+        if res.returncode != 0:
+            if "No group data available" in res.stderr:
+                return found  # no repository has groups: none can be installed
+            raise CommandError(res.argv, res.returncode, res.stdout, res.stderr)
+        installed = False
         for line in res.stdout.splitlines():
-            line = line.strip()
-            if not line or line.endswith(":"):
+            if not line.strip():
                 continue
-            m = re.match(r"^(.*?)\s*\(([^()]+)\)$", line)
-            if m:
-                found.update({m.group(1).lower(), m.group(2).lower()})
-            else:
-                found.add(line.lower())
+            if not line[0].isspace():
+                installed = line.rstrip().endswith(":") and line.startswith("Installed")
+                continue
+            if installed:
+                entry = line.strip()
+                m = re.match(r"^(.*?)\s*\(([^()]+)\)$", entry)
+                if m:
+                    found.update({m.group(1).lower(), m.group(2).lower()})
+                else:
+                    found.add(entry.lower())
         return found
 
     def run_operation(self, host: Host, op: str, packages: list[Package]) -> None:
         extra = [o for p in packages for o in p.install_options]
         if op == "remove":
-            host.run([*self.base(), "remove", *[p.name for p in packages]], timeout=1800)
+            # only what was asked (and what needs it), not the dependencies it pulled in:
+            # one of them may be declared on its own
+            host.run([*self.base(), "--setopt=clean_requirements_on_remove=False", "remove",
+                      *[p.name for p in packages]], timeout=1800)
         elif op == "install-source":
             host.run([*self.base(), "install", *extra, *[str(p.source) for p in packages]],
                      timeout=1800)
@@ -384,65 +431,134 @@ class YumProvider(DnfProvider):
     commands = ("yum", "rpm")
 
 
+#: dpkg's status letters (second letter of ``db:Status-Abbrev``) of an installed package:
+#: installed, triggers awaited, triggers pending.
+_DPKG_INSTALLED = frozenset("iWt")
+
+
 class AptProvider(_PackageProvider):
     """apt-get with dpkg's inventory; never prompts (DEBIAN_FRONTEND=noninteractive)."""
 
     name = "apt"
     commands = ("apt-get", "dpkg-query", "apt-cache")
-    family = "debian"
     env: ClassVar[dict[str, str]] = {"DEBIAN_FRONTEND": "noninteractive"}
+    not_found = ("Unable to locate package", "has no installation candidate", "was not found")
+    #: apt's own helper, present wherever apt is: downloads a URL source without curl/wget
+    helper: ClassVar[str] = "/usr/lib/apt/apt-helper"
+
+    @classmethod
+    def unusable(cls, host: Host, facts: Facts) -> str | None:
+        why = super().unusable(host, facts)
+        if why is None and facts.os_family == "redhat":
+            return "the host is redhat-family (apt is tried first: it must not win there)"
+        return why
 
     def compare(self, a: str, b: str) -> int:
         return dpkg_vercmp(a, b)
+
+    def diff(self, desired: Package, actual: Installed | None) -> list[Change]:
+        if desired.is_group:
+            raise ResourceError(f"{desired.name}: package groups are a dnf/yum feature, apt "
+                                "has none (a metapackage is a plain package)")
+        return super().diff(desired, actual)
 
     def probe(self, host: Host, resources: Sequence[Package]) -> dict[str, Installed | None]:
         out = host.run(["dpkg-query", "-W", "-f", r"${Package}\t${Version}\t${db:Status-Abbrev}\n"])
         inventory: dict[str, str] = {}
         for line in out.stdout.splitlines():
             parts = line.split("\t")
-            if len(parts) == 3 and parts[2].startswith("ii"):
+            if len(parts) == 3 and parts[2][1:2] in _DPKG_INSTALLED:
                 inventory[parts[0]] = parts[1]
         latest = [r.name for r in resources if r.ensure == "latest" and r.name in inventory]
-        candidates = self._candidates(host, latest) if latest else {}
+        candidates = {n: p[0] for n, p in self._policy(host, latest).items() if p[0]} \
+            if latest else {}
         result: dict[str, Installed | None] = {}
         for r in resources:
             v = inventory.get(r.name)
             result[r.key] = Installed((v,), candidates.get(r.name)) if v else None
         return result
 
-    def _candidates(self, host: Host, names: list[str]) -> dict[str, str]:
+    def _policy(self, host: Host, names: list[str]) -> dict[str, tuple[str | None, list[str]]]:
+        """``apt-cache policy``: per package, the candidate and every version the package
+        lists offer (as of the last ``apt-get update``)."""
         res = host.run(["apt-cache", "policy", *names])
-        found: dict[str, str] = {}
-        current = None
+        found: dict[str, tuple[str | None, list[str]]] = {}
+        current: str | None = None
         for line in res.stdout.splitlines():
-            if line and not line.startswith(" ") and line.endswith(":"):
+            if line and not line[0].isspace() and line.endswith(":"):
                 current = line[:-1]
-            elif current and line.strip().startswith("Candidate:"):
-                cand = line.split(":", 1)[1].strip()
-                if cand and cand != "(none)":
-                    found[current] = cand
+                found[current] = (None, [])
+                continue
+            if current is None:
+                continue
+            stripped = line.strip()
+            if stripped.startswith("Candidate:"):
+                cand = stripped.split(":", 1)[1].strip()
+                found[current] = (None if cand == "(none)" else cand, found[current][1])
+            elif line.startswith(("     ", " *** ")) and not line.startswith("        "):
+                parts = line.replace("***", "").split()
+                if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+                    found[current][1].append(parts[0])
         return found
+
+    def _versioned_specs(self, host: Host, packages: list[Package]) -> list[str]:
+        """name=VERSION with the exact version the lists offer that ``ensure`` means ('1.2'
+        is '1.2-3'); an unknown version is passed as given, for apt to say it is not found."""
+        wanted = [p.name for p in packages if p.version]
+        offered = self._policy(host, wanted) if wanted else {}
+        specs = []
+        for p in packages:
+            if p.version is None:
+                specs.append(p.name)
+                continue
+            matching = [v for v in offered.get(p.name, (None, []))[1]
+                        if version_matches(p.version, v)]
+            best = max(matching, key=cmp_to_key(dpkg_vercmp)) if matching else p.version
+            specs.append(f"{p.name}={best}")
+        return specs
 
     def run_operation(self, host: Host, op: str, packages: list[Package]) -> None:
         base = ["apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confdef",
-                "-o", "Dpkg::Options::=--force-confold"]
+                "-o", "Dpkg::Options::=--force-confold",
+                # wait for a running apt (apt-daily, unattended-upgrades) rather than fail
+                "-o", "DPkg::Lock::Timeout=300"]
         extra = [o for p in packages for o in p.install_options]
         if op == "remove":
             host.run([*base, "remove", *[p.name for p in packages]], env=self.env, timeout=1800)
             return
-        specs = []
-        for p in packages:
-            if op == "install-source":
-                src = str(p.source)
-                specs.append(src if src.startswith(("/", "./")) else f"./{src}")
-            else:
-                specs.append(_spec(p, "="))
+        if op == "install-source":
+            self._install_sources(host, base, extra, packages)
+            return
         flags = ["--allow-downgrades"] if op == "downgrade" else []
         if op == "upgrade":
             flags.append("--only-upgrade")
-        host.run([*base, "install", *flags, *extra, *specs], env=self.env, timeout=1800)
+        host.run([*base, "install", *flags, *extra, *self._versioned_specs(host, packages)],
+                 env=self.env, timeout=1800)
+
+    def _install_sources(self, host: Host, base: list[str], extra: list[str],
+                         packages: list[Package]) -> None:
+        specs: list[str] = []
+        tmp: str | None = None
+        try:
+            for p in packages:
+                src = str(p.source)
+                if "://" in src:
+                    if tmp is None:
+                        tmp = host.run(["mktemp", "-d", "/tmp/converge-deb.XXXXXXXX"]
+                                       ).stdout.strip()
+                    name = src.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+                    target = f"{tmp}/{len(specs)}-{name if name.endswith('.deb') else 'p.deb'}"
+                    host.run([self.helper, "download-file", src, target], timeout=1800)
+                    specs.append(target)
+                else:
+                    specs.append(src if src.startswith(("/", "./")) else f"./{src}")
+            host.run([*base, "install", *extra, *specs], env=self.env, timeout=1800)
+        finally:
+            if tmp is not None:
+                host.remove(tmp, recursive=True)
 
 
 PROVIDERS: dict[str, list[type[Provider[Any, Any]]]] = {
-    "Package": [DnfProvider, YumProvider, AptProvider],
+    # apt first: a Debian host with dnf installed keeps apt (see the module docstring)
+    "Package": [AptProvider, DnfProvider, YumProvider],
 }
