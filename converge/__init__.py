@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     from converge.resources.command import Command
     from converge.resources.file import File
     from converge.resources.fileline import FileLine
+    from converge.resources.firewall import Firewall
     from converge.resources.git import GitCheckout
     from converge.resources.package import Package
     from converge.resources.postgres import PgConnection, PgDatabase, PgRole
+    from converge.resources.selinux import SEBool, SEFcontext, SELinuxMode
     from converge.resources.service import Service
     from converge.resources.user import Group, User
     from converge.resources.virtualenv import Virtualenv
@@ -40,12 +42,16 @@ __all__ = [
     "Facts",
     "File",
     "FileLine",
+    "Firewall",
     "GitCheckout",
     "Group",
     "Package",
     "PgConnection",
     "PgDatabase",
     "PgRole",
+    "SEBool",
+    "SEFcontext",
+    "SELinuxMode",
     "Secret",
     "Service",
     "User",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from converge import log
 from converge.errors import ConvergeError, NoProviderError, NotConvergedError
 from converge.graph import generations
-from converge.plan import Change, Plan, ResourcePlan, action_of
+from converge.plan import STALE_NOTE, Change, Plan, ResourcePlan, action_of
 from converge.registry import choose_provider
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class Engine:
                     rp.status, rp.action, rp.error = "pending", "change", None
                 else:
                     rp.notes.append(
-                        f"depends on {shown}, which will change first: this probe may be stale"
+                        f"{STALE_NOTE}{shown}, which will change first: this probe may be stale"
                     )
 
     # -- apply --------------------------------------------------------------------------------

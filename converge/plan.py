@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SENSITIVE = "(sensitive)"
+#: how the engine's notes on possibly stale probes begin (shown only with the changes)
+STALE_NOTE = "depends on "
 
 Action = Literal["create", "change", "remove", "none"]
 Status = Literal["ok", "pending", "changed", "unchanged", "failed", "skipped", "flapping"]
@@ -141,7 +143,9 @@ def render_changes(rp: ResourcePlan, colour: bool) -> list[str]:
 
 def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> str:
     out: list[str] = []
-    shown = [r for r in plan.resources if r.action != "none" or r.status != "ok" or verbose]
+    shown = [r for r in plan.resources
+             if r.action != "none" or r.status != "ok" or verbose
+             or any(not n.startswith(STALE_NOTE) for n in r.notes)]
     for r in shown:
         head = f"  {_SYMBOL[r.action]} {r.id}"
         out.append(_paint(head, _COLOUR[r.action], colour))

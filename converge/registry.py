@@ -28,6 +28,10 @@ KINDS: dict[str, str] = {
     "Service": "converge.resources.service",
     "PgRole": "converge.resources.postgres",
     "PgDatabase": "converge.resources.postgres",
+    "Firewall": "converge.resources.firewall",
+    "SEBool": "converge.resources.selinux",
+    "SELinuxMode": "converge.resources.selinux",
+    "SEFcontext": "converge.resources.selinux",
     "GitCheckout": "converge.resources.git",
     "Virtualenv": "converge.resources.virtualenv",
 }
