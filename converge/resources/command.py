@@ -9,7 +9,9 @@ apply and never converge, so it is refused.
 
 from __future__ import annotations
 
+import re
 import shlex
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from converge.errors import CommandError, ResourceError
+from converge.host import Result
 from converge.plan import Change
 from converge.resources.base import Provider, Resource
 from converge.resources.file import AbsolutePath
 
 if TYPE_CHECKING:
-    from converge.host import Host, Result
+    from converge.host import Host
 
 
 class Command(Resource):
@@ -33,7 +36,8 @@ class Command(Resource):
     name: str = Field(description="The resource's name, e.g. 'migrate'.")
     argv: list[str] = Field(description="The command as an argv list (no shell).")
     cwd: str | None = Field(default=None, description="Working directory.")
-    user: str | None = Field(default=None, description="Run as this user (with runuser).")
+    user: str | None = Field(default=None, description="Run it and its guards as this user "
+                             "(with runuser).")
     env: dict[str, str | SecretStr] = Field(
         default_factory=dict,
         description="Extra environment; SecretStr values are passed but never shown.",
@@ -46,7 +50,8 @@ class Command(Resource):
         default=None, description="Run only when this argv exits 0 (read-only!).")
     refreshonly: bool = Field(
         default=False, description="Run only when notified by a changed resource.")
-    timeout: float = Field(default=600.0, gt=0, description="Seconds before it is killed.")
+    timeout: float = Field(default=600.0, gt=0, description="Seconds before it is killed, "
+                           "with every process it started (guards too).")
 
     @field_validator("argv", "unless", "onlyif")
     @classmethod
@@ -117,28 +122,84 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+_WRAPPER_ERROR = re.compile(r"^(?:\S*/)?(timeout|runuser): (.*)$")
+
+
+def _not_run(returncode: int, stderr: str, user: str | None) -> str | None:
+    """Why timeout/runuser could not start the program (``None``: it ran)."""
+    m = _WRAPPER_ERROR.match(stderr.lstrip().split("\n", 1)[0])
+    if m is None or returncode not in (1, 125, 126, 127):
+        return None
+    wrapper, message = m.groups()
+    if returncode in (126, 127) and message.startswith(("failed to run", "failed to execute")):
+        if "No such file or directory" in message:
+            return "could not be run: command not found"
+        return f"could not be run: {message}"
+    if wrapper == "runuser" and user:
+        return f"could not be run as {user}: {message}"
+    return None
+
+
+KILL_AFTER = 5.0
+"""Seconds between the TERM and the KILL sent to a command that outlived its timeout."""
+
+
 class ExecProvider(Provider[Command, Guards]):
-    """Runs the command and its guards through the host's runner."""
+    """Runs the command and its guards through the host's runner.
+
+    Both run under coreutils ``timeout`` (when the host has it): it runs them in their own
+    process group and signals the whole group, so that nothing the command started (a shell's
+    children, what ``runuser`` forked) outlives its timeout.
+    """
 
     name = "exec"
 
+    def __init__(self) -> None:
+        self._has_timeout: dict[str, bool] = {}
+
     def _run(self, host: Host, desired: Command, argv: Sequence[str],
              check: bool) -> Result:
+        secrets = desired.secrets()
+        if desired.cwd is not None:
+            where = host.file_states([desired.cwd])[desired.cwd]
+            if where is None or where.type not in ("directory", "link"):
+                what = "does not exist" if where is None else "is not a directory"
+                raise CommandError(argv, None, reason=f"could not be run: working directory "
+                                   f"{desired.cwd} {what}")
+        wrapped = desired.wrap(argv)
+        limit = desired.timeout
+        if self._has_timeout.setdefault(host.name, host.which("timeout") is not None):
+            wrapped = ["timeout", "-k", f"{KILL_AFTER:g}", f"{limit:g}s", *wrapped]
+            limit += KILL_AFTER + 10  # the runner's own limit: a backstop
+        start = time.monotonic()
         try:
-            return host.run(desired.wrap(argv), cwd=desired.cwd, env=desired.environment(),
-                            timeout=desired.timeout, check=check)
-        except CommandError as exc:
-            secrets = desired.secrets()
-            raise CommandError(exc.argv, exc.returncode, redact(exc.stdout, secrets),
+            res = host.run(wrapped, cwd=desired.cwd, env=desired.environment(), timeout=limit,
+                           check=False)
+        except CommandError as exc:  # could not be run at all, or the backstop fired
+            raise CommandError(argv, exc.returncode, redact(exc.stdout, secrets),
                                redact(exc.stderr, secrets), reason=exc.reason) from None
+        stdout, stderr = redact(res.stdout, secrets), redact(res.stderr, secrets)
+        if wrapped[0] == "timeout" and res.returncode in (124, 137) \
+                and time.monotonic() - start >= desired.timeout:
+            raise CommandError(argv, None, stdout, stderr,
+                               reason=f"timed out after {desired.timeout:g} s (killed)")
+        not_run = _not_run(res.returncode, stderr, desired.user)
+        if not_run:  # the program or the user does not exist: not a guard's answer
+            raise CommandError(argv, res.returncode, stdout, stderr, reason=not_run)
+        if check and res.returncode != 0:
+            raise CommandError(argv, res.returncode, stdout, stderr)
+        return Result(tuple(argv), res.returncode, stdout, stderr)
 
     def probe(self, host: Host, resources: Sequence[Command]) -> dict[str, Guards | None]:
         result: dict[str, Guards | None] = {}
         for r in resources:
             try:
                 result[r.key] = self._guards(host, r)
-            except CommandError as exc:
-                result[r.key] = Guards(None, None, None, error=f"guard failed to run: {exc}")
+            except Exception as exc:  # this command's guard only: the others still count
+                text = str(exc) if isinstance(exc, CommandError) else \
+                    f"{type(exc).__name__}: {exc}"
+                result[r.key] = Guards(None, None, None,
+                                       error=redact(f"guard failed to run: {text}", r.secrets()))
         return result
 
     def _guards(self, host: Host, r: Command) -> Guards:

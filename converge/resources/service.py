@@ -2,8 +2,8 @@
 
 Providers: ``systemd`` (when PID 1 is systemd) and ``supervisor`` (programs and groups of
 supervisord, e.g. ``numbas_lti:``). A refresh (a notifying resource changed) restarts the
-service, or reloads it with ``reload=True``; a service started in this run is not restarted
-again.
+service, or reloads it with ``reload=True``; a service started (or, for supervisor, reloaded by
+``update``) in this run is not restarted again, and a stopped one is not started.
 """
 
 from __future__ import annotations
@@ -21,10 +21,14 @@ from converge.resources.base import Provider, Resource
 
 if TYPE_CHECKING:
     from converge.facts import Facts
-    from converge.host import Host
+    from converge.host import Host, Result
 
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system",
              "/lib/systemd/system")
+SUPERVISOR_FILES = ("/etc/supervisor/conf.d/{}.conf", "/etc/supervisord.d/{}.ini",
+                    "/etc/supervisord.d/{}.conf")
+JOURNAL_LINES = 20
+TAIL_LINES = 20
 
 
 class Service(Resource):
@@ -36,12 +40,14 @@ class Service(Resource):
                       "('numbas_lti:' for a group).")
     running: bool | None = Field(default=None, description="Running (true) or stopped.")
     enabled: bool | None = Field(default=None, description="Started at boot (systemd only).")
-    reload: bool = Field(default=False, description="Refresh by reloading, not restarting.")
+    reload: bool = Field(default=False, description="Refresh by reloading, not restarting "
+                         "(systemctl reload; supervisor: SIGHUP).")
     restart_on_refresh: bool = Field(
         default=True, description="React to notifications (restart or reload).")
     settle: float = Field(
         default=1.0, ge=0, le=60,
-        description="Seconds to watch a started service for an immediate crash.")
+        description="systemd: seconds to watch a started, restarted or reloaded unit for an "
+        "immediate crash (supervisor uses each program's startsecs).")
 
     @field_validator("name")
     @classmethod
@@ -64,6 +70,9 @@ class Service(Resource):
         yield f"Package[{base}]"
         for d in UNIT_DIRS:
             yield f"File[{d}/{self.unit}]"
+        group = self.name.split(":", 1)[0]  # supervisor program files, by convention
+        for path in SUPERVISOR_FILES:
+            yield f"File[{path.format(group)}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +97,7 @@ class _ServiceProvider(Provider[Service, ServiceState]):
             changes.append(Change(attribute="configuration", before="changed on disk",
                                   after="reloaded"))
         if not actual.loaded and not actual.needs_reload:
-            raise ResourceError(f"{self.what(desired)} {desired.unit!r} does not exist "
+            raise ResourceError(f"{self.what(desired)} {self.target(desired)!r} does not exist "
                                 f"({actual.state})")
         if desired.enabled is not None:
             now = actual.enabled or "unknown"
@@ -106,6 +115,9 @@ class _ServiceProvider(Provider[Service, ServiceState]):
 
     def what(self, desired: Service) -> str:
         return "service"
+
+    def target(self, desired: Service) -> str:
+        return desired.unit
 
 
 class SystemdProvider(_ServiceProvider):
@@ -169,22 +181,44 @@ class SystemdProvider(_ServiceProvider):
         return []
 
     def _start(self, host: Host, desired: Service, argv: list[str]) -> None:
+        """start/restart/reload, then watch the unit for ``settle`` seconds: a unit that fails
+        (or, with ``Restart=``, is waiting to be restarted after a crash) is a failure."""
         try:
             host.run(argv, timeout=300)
         except CommandError as exc:
             raise ResourceError(f"{exc}\n{self._journal(host, desired.unit)}") from None
         deadline = time.monotonic() + desired.settle
-        while time.monotonic() < deadline:
-            state = host.run(["systemctl", "is-active", "--", desired.unit], check=False)
-            if state.stdout.strip() == "failed":
-                raise ResourceError(f"{desired.unit} failed right after starting\n"
-                                    f"{self._journal(host, desired.unit)}")
+        while True:
+            p = self._show(host, desired.unit, "ActiveState,SubState,Result")
+            if p.get("ActiveState") == "failed" or p.get("SubState") == "auto-restart":
+                raise ResourceError(
+                    f"{desired.unit} failed right after {argv[1]} "
+                    f"({p.get('ActiveState')}/{p.get('SubState')}, result: "
+                    f"{p.get('Result', '?')})\n{self._journal(host, desired.unit)}")
+            if time.monotonic() >= deadline:
+                return
             time.sleep(0.2)
 
+    @staticmethod
+    def _show(host: Host, unit: str, props: str) -> dict[str, str]:
+        out = host.run(["systemctl", "show", "--no-pager", "-p", props, "--", unit]).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
     def _journal(self, host: Host, unit: str) -> str:
-        res = host.run(["journalctl", "-u", unit, "-n", "20", "--no-pager", "-o", "cat"],
-                       check=False)
-        return "last journal lines:\n" + (res.stdout.strip() or "(none)")
+        """The journal of the unit's last activation (its own output and systemd's messages
+        about it), or, failing that, its last lines."""
+        invocation = self._show(host, unit, "InvocationID").get("InvocationID", "")
+        lines = ""
+        if invocation:
+            res = host.run(["journalctl", "--no-pager", "-o", "cat", "-n", str(JOURNAL_LINES),
+                            f"_SYSTEMD_INVOCATION_ID={invocation}", "+",
+                            f"INVOCATION_ID={invocation}"], check=False)
+            lines = res.stdout.strip() if res.ok else ""
+        if not lines:
+            res = host.run(["journalctl", "--no-pager", "-o", "cat", "-n", str(JOURNAL_LINES),
+                            "-u", unit], check=False)
+            lines = res.stdout.strip()
+        return "last journal lines:\n" + (lines or "(none)")
 
     def refresh(self, host: Host, desired: Service) -> None:
         if not desired.restart_on_refresh or desired.key in self.started:
@@ -197,23 +231,43 @@ class SystemdProvider(_ServiceProvider):
 
 
 class SupervisorProvider(_ServiceProvider):
-    """supervisorctl: ``status`` once for all programs; ``reread`` + ``update`` to load new
-    or changed program files; ``name:`` addresses a whole group."""
+    """supervisorctl: ``reread`` and ``status`` once for all programs (``reread`` only parses
+    the program files and says which groups changed; nothing is started or stopped);
+    ``update GROUP`` to load a new or changed group; ``name:`` addresses a whole group."""
 
     name = "supervisor"
     commands = ("supervisorctl",)
-    exclusive = True  # reread/update act on every program at once
+    exclusive = True  # reread/update act on supervisord's whole configuration
+
+    BAD = ("FATAL", "BACKOFF", "EXITED", "UNKNOWN")
+    UP = ("RUNNING", "STARTING")
 
     def what(self, desired: Service) -> str:
         return "supervisor program or group"
 
-    def _status(self, host: Host) -> dict[str, str]:
-        res = host.run(["supervisorctl", "status"], check=False)
-        # exit 3 when some program is not running; 4 "no such process"; anything else: down
-        if res.returncode not in (0, 3, 4) or "refused connection" in res.stdout + res.stderr \
-                or "no such file" in (res.stdout + res.stderr).lower():
+    def target(self, desired: Service) -> str:
+        return desired.name
+
+    @staticmethod
+    def _unreachable(res: Result) -> bool:
+        """supervisorctl's own complaint that it cannot talk to supervisord (its first line:
+        what follows may be a program's output, which may well say 'No such file')."""
+        first = (res.stdout.strip() or res.stderr.strip()).split("\n", 1)[0].lower()
+        return first.startswith("error: <class") or "refused connection" in first \
+            or first.startswith("unix://") or first.startswith("http://")
+
+    def _ctl(self, host: Host, *args: str, timeout: float = 300) -> Result:
+        res = host.run(["supervisorctl", *args], check=False, timeout=timeout)
+        if self._unreachable(res):
             raise CommandError(res.argv, res.returncode, res.stdout, res.stderr,
                                reason="could not reach supervisord")
+        return res
+
+    def _status(self, host: Host) -> dict[str, str]:
+        res = self._ctl(host, "status")
+        # exit 3 when some program is not running; anything else but 0: trouble
+        if res.returncode not in (0, 3):
+            raise CommandError(res.argv, res.returncode, res.stdout, res.stderr)
         states = {}
         for line in res.stdout.splitlines():
             parts = line.split()
@@ -221,25 +275,54 @@ class SupervisorProvider(_ServiceProvider):
                 states[parts[0]] = parts[1]
         return states
 
+    def _reread(self, host: Host) -> dict[str, str]:
+        """Group -> available/changed/disappeared, for program files changed on disk."""
+        res = self._ctl(host, "reread")
+        if res.returncode or res.stdout.startswith("ERROR"):
+            raise CommandError(res.argv, res.returncode, res.stdout, res.stderr,
+                               reason="could not read the program files")
+        pending = {}
+        for line in res.stdout.splitlines():
+            group, sep, what = line.strip().rpartition(": ")
+            if sep and what in ("available", "changed", "disappeared"):
+                pending[group] = what
+        return pending
+
+    @staticmethod
+    def _group(desired: Service) -> str:
+        return desired.name.split(":", 1)[0]
+
+    @staticmethod
+    def _arg(desired: Service) -> str:
+        return f"{desired.name}*" if desired.name.endswith(":") else desired.name
+
+    @staticmethod
+    def _members(desired: Service, states: dict[str, str]) -> dict[str, str]:
+        if desired.name.endswith(":"):  # a group; a lone program is its own group
+            group = desired.name[:-1]
+            return {k: v for k, v in states.items() if k == group or k.startswith(desired.name)}
+        return {k: v for k, v in states.items() if k == desired.name}
+
     def probe(self, host: Host, resources: Sequence[Service]) -> dict[str, ServiceState | None]:
+        pending = self._reread(host)
         states = self._status(host)
         result: dict[str, ServiceState | None] = {}
         for r in resources:
-            if r.name.endswith(":"):
-                members = {k: v for k, v in states.items() if k.startswith(r.name)}
-            else:
-                members = {k: v for k, v in states.items() if k == r.name}
+            on_disk = pending.get(self._group(r))
+            members = self._members(r, states)
             if not members:
-                result[r.key] = ServiceState(loaded=False, active=False, state="not loaded",
-                                             needs_reload=True)
+                result[r.key] = ServiceState(
+                    loaded=False, active=False,
+                    state="not loaded" if on_disk == "available" else "unknown to supervisord",
+                    needs_reload=on_disk == "available")
                 continue
-            values = sorted(set(members.values()))
-            bad = [k for k, v in members.items() if v in ("FATAL", "BACKOFF", "EXITED")]
-            running = all(v in ("RUNNING", "STARTING") for v in members.values())
+            bad = {k: v for k, v in members.items() if v in self.BAD}
+            running = all(v in self.UP for v in members.values())
             result[r.key] = ServiceState(
-                loaded=True, active=running and not bad,
+                loaded=True, active=running,
                 state=", ".join(f"{k} {v}" for k, v in sorted(members.items())) if bad
-                else "/".join(values),
+                else "/".join(sorted(set(members.values()))),
+                needs_reload=on_disk == "changed",
             )
         return result
 
@@ -252,39 +335,84 @@ class SupervisorProvider(_ServiceProvider):
     def apply(self, host: Host, desired: Service, actual: ServiceState | None,
               changes: list[Change]) -> list[str]:
         by = {c.attribute: c for c in changes}
-        target = desired.name
         if "configuration" in by:
-            host.run(["supervisorctl", "reread"])
-            res = host.run(["supervisorctl", "update", desired.name.rstrip(":")], check=False)
+            # update stops a changed group and starts it again with its new configuration
+            # (autostart programs): that is the restart a refresh would do, so none follows.
+            group = self._group(desired)
+            res = self._ctl(host, "update", group)
             if res.returncode or "ERROR" in res.stdout:
                 raise CommandError(res.argv, res.returncode, res.stdout, res.stderr)
-        if "running" in by:
-            if desired.running:
-                self._ctl(host, desired, "start", target)
-                self.started.add(desired.key)
-            else:
-                self._ctl(host, desired, "stop", target)
+            self.started.add(desired.key)
+        if desired.running and ("running" in by or "configuration" in by):
+            self._start(host, desired, "start")
+            self.started.add(desired.key)
+        elif desired.running is False and ("running" in by or "configuration" in by):
+            res = self._ctl(host, "stop", self._arg(desired))
+            if res.returncode or self._errors(res, ("not running",)):
+                raise CommandError(res.argv, res.returncode, res.stdout, res.stderr)
         return []
 
-    def _ctl(self, host: Host, desired: Service, verb: str, target: str) -> None:
-        arg = f"{target}*" if target.endswith(":") else target
-        res = host.run(["supervisorctl", verb, arg], check=False, timeout=300)
-        text = res.stdout + res.stderr
-        if res.returncode not in (0,) or "ERROR" in text:
-            tail = host.run(["supervisorctl", "tail", arg.rstrip("*") if not
-                             target.endswith(":") else arg, "stderr"], check=False)
-            raise CommandError(res.argv, res.returncode, res.stdout,
-                               res.stderr + ("\n" + tail.stdout[-2000:] if tail.ok else ""))
+    @staticmethod
+    def _errors(res: Result, harmless: tuple[str, ...]) -> list[str]:
+        return [line for line in (res.stdout + res.stderr).splitlines()
+                if "ERROR" in line and not any(h in line for h in harmless)]
+
+    def _start(self, host: Host, desired: Service, verb: str) -> None:
+        """start/restart, then wait for the programs to leave STARTING (supervisord calls a
+        program started once it stayed up for its ``startsecs``): one in BACKOFF, FATAL or
+        EXITED is a failure, shown with the tail of its output."""
+        res = self._ctl(host, verb, self._arg(desired))
+        errors = self._errors(res, ("already started", "not running"))
+        give_up = time.monotonic() + 300  # startsecs of the slowest program, at most
+        while True:
+            members = self._members(desired, self._status(host))
+            bad = {k: v for k, v in members.items() if v in self.BAD}
+            if errors or bad or not members:
+                shown = ", ".join(f"{k} {v}" for k, v in sorted(members.items()))
+                why = "; ".join([*errors, shown] if shown else errors) or "no such program"
+                raise ResourceError(f"{desired.name} did not start: {why}"
+                                    f"{self._tails(host, list(bad or members))}")
+            starting = [k for k, v in members.items() if v == "STARTING"]
+            if not starting:  # RUNNING: it stayed up for its startsecs
+                if all(v == "RUNNING" for v in members.values()):
+                    return
+                raise ResourceError(f"{desired.name} did not start: " + ", ".join(
+                    f"{k} {v}" for k, v in sorted(members.items())))
+            if time.monotonic() >= give_up:
+                raise ResourceError(f"{desired.name}: still starting after 300 s: "
+                                    + ", ".join(starting))
+            time.sleep(0.2)
+
+    def _tails(self, host: Host, programs: list[str]) -> str:
+        """The last lines of each program's stderr (or stdout, when stderr is redirected)."""
+        out = []
+        for program in sorted(programs)[:5]:
+            text = ""
+            for stream in ("stderr", "stdout"):
+                res = host.run(["supervisorctl", "tail", "-3000", program, stream],
+                               check=False, timeout=30)
+                text = res.stdout.strip() if res.ok and "ERROR" not in res.stdout[:80] else ""
+                if text:
+                    lines = text.splitlines()[-TAIL_LINES:]
+                    out.append(f"last {stream} lines of {program}:")
+                    out.extend(f"  {line}" for line in lines)
+                    break
+            if not text:
+                out.append(f"{program}: no output captured")
+        return "\n" + "\n".join(out) if out else ""
 
     def refresh(self, host: Host, desired: Service) -> None:
         if not desired.restart_on_refresh or desired.key in self.started:
             return
-        # Program files may have changed: load them (restarts what changed), then restart.
-        host.run(["supervisorctl", "reread"])
-        host.run(["supervisorctl", "update", desired.name.rstrip(":")], check=False)
         state = self.probe(host, [desired])[desired.key]
-        if state is not None and state.loaded and desired.running is not False:
-            self._ctl(host, desired, "restart", desired.name)
+        if state is None or not state.loaded or not state.active:
+            return  # stopped: it picks up the change when it starts
+        if desired.reload:
+            res = self._ctl(host, "signal", "HUP", self._arg(desired))
+            if res.returncode or self._errors(res, ()):
+                raise CommandError(res.argv, res.returncode, res.stdout, res.stderr)
+            return
+        self._start(host, desired, "restart")
 
 
 PROVIDERS: dict[str, list[type[Provider[Any, Any]]]] = {
