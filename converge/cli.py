@@ -55,6 +55,10 @@ def _parser() -> _Parser:
     p = sub.add_parser("plan", parents=[common], help="show what apply would change")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="list resources in sync too")
+    p.add_argument("--report", action="store_true",
+                   help="also write a run report (see converge history)")
+    p.add_argument("--keep-reports", type=_count, default=None, metavar="N",
+                   help="keep the last N run reports (default 100)")
 
     a = sub.add_parser("apply", parents=[common], help="change the host to match the file")
     a.add_argument("--json", action="store_true", help="print the run report as JSON")
@@ -63,8 +67,11 @@ def _parser() -> _Parser:
                    help="repeat until a pass changes nothing, at most this often")
     a.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run's lock")
+    a.add_argument("--keep-reports", type=_count, default=None, metavar="N",
+                   help="keep the last N run reports (default 100; 0: write none)")
 
     sub.add_parser("graph", parents=[common], help="print the dependency graph as DOT")
+    _add_drift_commands(sub, common)
     return parser
 
 
@@ -78,12 +85,14 @@ def _load(args: argparse.Namespace) -> Catalog:
     from converge.facts import Facts, preset
     from converge.host import LocalHost
     from converge.loader import load, parse_overrides
+    from converge.trust import guard
 
     facts = preset(args.facts) if args.facts else Facts.gather(LocalHost())
     secrets_dir = args.secrets_dir
     if secrets_dir is None and os.path.isdir("/etc/converge/secrets"):
         secrets_dir = Path("/etc/converge/secrets")
-    return load(args.file, facts, parse_overrides(args.overrides), secrets_dir)
+    with guard(args.file):  # as root: refuse a desired file others could write
+        return load(args.file, facts, parse_overrides(args.overrides), secrets_dir)
 
 
 def _exit_code(report: Plan) -> int:
@@ -184,6 +193,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> int:
+    if args.command in _DRIFT_COMMANDS:
+        return _run_drift(args, out, err, colour)
     from converge.graph import build, to_dot
 
     catalog = _load(args)
@@ -210,9 +221,11 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> in
 
     host = LocalHost()
     if args.command == "plan":
+        started = _utcnow()
         engine = Engine(catalog.resources, graph, host, catalog.facts)
         plan = engine.plan()
         plan.desired = str(catalog.path)
+        _record_run(args, catalog, plan, started, host.state_dir, err)
         if args.json:
             out.write(plan.model_dump_json(indent=2) + "\n")
         else:
@@ -228,12 +241,14 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> in
     if args.lock_wait < 0:
         raise UsageError("--lock-wait must not be negative")
     progress = None if args.json else _progress(err, len(catalog.resources))
+    started = _utcnow()
     with run_lock(host.state_dir, wait=args.lock_wait):
         engine = Engine(catalog.resources, graph, host, catalog.facts,
                         jobs=args.jobs or DEFAULT_JOBS,
                         max_passes=args.max_passes or DEFAULT_MAX_PASSES,
                         on_event=progress)
         report = engine.apply()
+        _record_run(args, catalog, report, started, host.state_dir, err)
     if progress is not None:
         err.write("\r\x1b[K")
     report.desired = str(catalog.path)
@@ -242,6 +257,248 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> in
     else:
         out.write(render_report(report, colour=colour) + "\n")
     return _exit_code(report)
+
+
+# -- drift correction: reports and history, timer, watch --------------------------------------
+
+_DRIFT_COMMANDS = ("history", "report", "timer", "watch")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _add_drift_commands(sub: Any, common: _Parser) -> None:
+    output = _Parser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--log-format", choices=("console", "json"), default="console",
+                        help="log lines (on stderr) for people or as JSON lines")
+    output.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default="warning", help="least important log events shown")
+    output.add_argument("--no-color", action="store_true", help="plain output")
+
+    h = sub.add_parser("history", parents=[output], help="list recent runs (newest first)")
+    h.add_argument("file", type=Path, nargs="?", help="only the runs of this desired file")
+    h.add_argument("-n", "--limit", type=_count, default=20,
+                   help="at most this many runs (default 20; 0: all kept)")
+
+    r = sub.add_parser("report", parents=[output], help="show a run's report (default: the "
+                       "latest)")
+    r.add_argument("id", nargs="?", help="report id, a unique prefix, or its 6-digit suffix")
+
+    w = sub.add_parser("watch", parents=[common],
+                       help="apply in a loop, at once when a managed file changes")
+    w.add_argument("--interval", default="5min", help="time between passes (default 5min)")
+    w.add_argument("--jitter", default="0", help="add up to this much, at random, to each wait")
+    w.add_argument("--jobs", type=int, default=None, help="resources applied concurrently")
+    w.add_argument("--max-passes", type=int, default=None,
+                   help="engine passes per apply (see apply)")
+    w.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="wait this long for another run's lock (default 60)")
+    w.add_argument("--keep-reports", type=_count, default=None, metavar="N",
+                   help="keep the last N run reports (default 100; 0: write none)")
+
+    t = sub.add_parser("timer", help="a systemd timer applying a desired file periodically")
+    tsub = t.add_subparsers(dest="timer_command", metavar="ACTION", parser_class=_Parser)
+    tsub.required = True
+    ti = tsub.add_parser("install", parents=[common], help="install (or update) the timer")
+    ti.add_argument("--every", required=True,
+                    help="interval (30min, 1h) or systemd calendar expression (hourly)")
+    ti.add_argument("--splay", default=None,
+                    help="random delay added to each run (RandomizedDelaySec)")
+    ti.add_argument("--timeout", default=None, help="longest a run may take (default 1h)")
+    ti.add_argument("--keep-reports", type=_count, default=None, metavar="N",
+                    help="the timer's runs keep the last N run reports (default 100)")
+    ti.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                    help="wait this long for a run in progress (default 60)")
+    ti.add_argument("--json", action="store_true", help="print the install report as JSON")
+    ts = tsub.add_parser("status", parents=[output], help="timers, their last and next runs")
+    ts.add_argument("file", type=Path, nargs="?", help="only the timer of this desired file")
+    tr = tsub.add_parser("remove", parents=[output], help="stop and remove the timer")
+    tr.add_argument("file", type=Path, help="the desired file the timer applies")
+    tr.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
+                    help="wait this long for a run in progress (default 60)")
+
+
+def _utcnow() -> Any:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _record_run(args: argparse.Namespace, catalog: Catalog, result: Plan, started: Any,
+                state_dir: Path, err: TextIO) -> None:
+    """After a plan or apply: remember the paths the run manages (for watch) and write the
+    run report (every apply; a plan with --report). A report that cannot be written is a
+    warning: the run itself happened."""
+    args.managed_paths = [str(catalog.path)] + [
+        p for r in catalog.resources
+        if isinstance(p := getattr(r, "path", None), str) and p.startswith("/")]
+    if result.kind == "plan" and not getattr(args, "report", False):
+        return
+    from converge import report as reports
+
+    try:
+        keep = args.keep_reports if getattr(args, "keep_reports", None) is not None \
+            else reports.keep_from_env()
+        reports.record(state_dir, result, catalog.resources, start=started,
+                       desired=catalog.path, desired_sha256=catalog.digest,
+                       exit_code=_exit_code(result), keep=keep)
+    except (OSError, ConvergeError) as exc:
+        print(f"warning: no run report written: {exc}", file=err)
+
+
+def _run_drift(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> int:
+    if args.command == "watch":
+        return _watch(args, out, err, colour)
+    if args.command == "timer":
+        return _timer(args, out, err, colour)
+    import json
+
+    from converge import report as reports
+    from converge.host import state_dir_from_env
+
+    state_dir = state_dir_from_env()
+    if args.command == "history":
+        rows = reports.history(state_dir, limit=args.limit or None, desired=args.file)
+        if args.json:
+            out.write(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
+        else:
+            out.write(reports.render_history(rows, state_dir=state_dir) + "\n")
+        return EXIT_OK
+    run = reports.load(state_dir, reports.resolve(state_dir, args.id))
+    if args.json:
+        out.write(run.model_dump_json(indent=2) + "\n")
+    else:
+        out.write(reports.render(run, colour=colour) + "\n")
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> int:
+    import os as _os
+
+    from converge.report import TRIGGER_ENV
+    from converge.watch import Watcher, format_duration, parse_duration
+
+    if args.facts:
+        raise UsageError("--facts renders another platform's catalog; it cannot be applied")
+    watcher = Watcher(parse_duration(args.interval, "--interval"),
+                      parse_duration(args.jitter, "--jitter"))
+    apply_args = argparse.Namespace(**vars(args))
+    apply_args.command, apply_args.json = "apply", False
+    apply_args.managed_paths = [str(args.file.absolute())]
+    _os.environ.setdefault(TRIGGER_ENV, "watch")
+
+    def one_pass(reason: str) -> list[str]:
+        stamp = _utcnow().strftime("%Y-%m-%d %H:%M:%S UTC")
+        out.write(f"== {stamp} pass {watcher.passes} ({reason})\n")
+        out.flush()
+        try:
+            code = _run(apply_args, out, err, colour)
+            out.write(f"exit {code}\n")
+        except (DesiredStateError, UsageError) as exc:
+            if watcher.passes == 1:
+                raise  # a watch that cannot even start: exit 1
+            print(f"error: {exc}", file=err)
+            print("Nothing was applied.", file=err)
+        except ConvergeError as exc:  # the lock, the state directory
+            print(f"error: {exc}", file=err)
+        out.flush()
+        err.flush()
+        return list(apply_args.managed_paths)
+
+    every = format_duration(watcher.interval)
+    jitter = f" (+ up to {format_duration(watcher.jitter)})" if watcher.jitter else ""
+    print(f"watching {args.file}: a pass every {every}{jitter} and when a managed file "
+          "changes; SIGTERM or Ctrl-C stops after the current pass", file=err)
+    with watcher.signals():
+        watcher.run(one_pass)
+    print(f"watch stopped ({watcher.stopped_by or 'done'}) after {watcher.passes} pass(es)",
+          file=err)
+    return EXIT_OK
+
+
+def _timer(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> int:
+    from converge import timer
+    from converge.facts import Facts
+    from converge.host import LocalHost
+    from converge.lock import run_lock
+    from converge.plan import render_report
+
+    host = LocalHost()
+    if args.timer_command == "status":
+        import json
+
+        found = timer.status(args.file, host, host.state_dir)
+        if args.file is not None and not found:
+            raise UsageError(f"no converge timer applies {args.file.absolute()}")
+        if args.json:
+            out.write(json.dumps([t.as_dict() for t in found], indent=2) + "\n")
+        else:
+            out.write(timer.render_status(found) + "\n")
+        return EXIT_OK
+
+    if args.timer_command == "remove":
+        names = timer.names_for(args.file)
+        if not any(os.path.lexists(p) for p in (names.timer_path, names.service_path,
+                                                 names.env_path)):
+            others = ", ".join(p for _, p in timer.installed(None)) or "none"
+            raise UsageError(f"no converge timer applies {args.file.absolute()} "
+                             f"({names.timer_path} does not exist); timers installed for: "
+                             f"{others}")
+        facts = Facts.gather(host)
+        timer.require_systemd(facts)
+        with run_lock(host.state_dir, wait=args.lock_wait):
+            units, files = timer.remove_resources(names, host)
+            result = timer.apply_resources(units, host, facts)
+            if not result.failed:
+                removed = timer.apply_resources(files, host, facts)
+                result.resources += removed.resources
+                result.duration = (result.duration or 0.0) + (removed.duration or 0.0)
+                result.summarise()
+                if not removed.failed:
+                    timer.after_remove(names, host)
+    else:  # install
+        from converge.graph import build
+
+        if args.facts:
+            raise UsageError("--facts: a timer applies this machine, with its own facts")
+        facts = Facts.gather(host)
+        timer.require_systemd(facts)
+        sched = timer.schedule(args.every, args.splay, args.timeout, host)
+        catalog = _load(args)  # checks the file (and, as root, who can write it) and settings
+        build(catalog.resources)
+        plain, secret = timer.split_settings(catalog.settings, args.overrides)
+        names = timer.names_for(catalog.path)
+        argv = timer.command(catalog.path, plain, secrets_dir=args.secrets_dir,
+                             keep_reports=args.keep_reports)
+        state_env = os.environ.get("CONVERGE_STATE_DIR")
+        resources = timer.install_resources(
+            names, catalog.path,
+            timer.service_unit(names, catalog.path, argv, sched, env_file=bool(secret),
+                               state_dir=str(Path(state_env).absolute()) if state_env
+                               else None),
+            timer.timer_unit(names, catalog.path, sched), secret)
+        with run_lock(host.state_dir, wait=args.lock_wait):
+            result = timer.apply_resources(resources, host, facts)
+    if getattr(args, "json", False):
+        out.write(result.model_dump_json(indent=2) + "\n")
+    else:
+        out.write(render_report(result, colour=colour) + "\n")
+    if result.failed:
+        return EXIT_FAILURES
+    if args.timer_command == "remove":
+        print(f"Removed {names.timer}, {names.service} and their files.", file=err)
+    else:
+        print(f"{names.timer}: applies {catalog.path} {sched.describe()}"
+              + (f"; secret settings in {names.env_path}" if secret else ""), file=err)
+    return EXIT_OK
 
 
 def entry() -> None:

@@ -99,6 +99,21 @@ class Engine:
                 self._providers[cls] = cls()
             self._provider_of[r.key] = self._providers[cls]
 
+    def _retry_provider(self, key: str) -> bool:
+        """Choose again, just before the resource's turn: its dependencies may have just
+        installed the command its provider needs (supervisorctl from Package[supervisor])."""
+        resource = self.by_key[key]
+        try:
+            cls = choose_provider(resource, self.host, self.facts)
+        except NoProviderError as exc:
+            self._provider_errors[key] = f"{key}: {exc}"
+            return False
+        del self._provider_errors[key]
+        if cls not in self._providers:
+            self._providers[cls] = cls()
+        self._provider_of[key] = self._providers[cls]
+        return True
+
     def _map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Future[Any] | Any]:
         """Run ``fn`` over items, concurrently when there is more than one."""
         if len(items) <= 1 or self.jobs == 1:
@@ -176,6 +191,11 @@ class Engine:
         upstream_pending: dict[str, list[str]] = {}
         for key in nx.topological_sort(self.graph):
             causes: list[str] = []
+            notifiers = [p for p in self.graph.predecessors(key)
+                         if plans[p].status == "pending" and key in self.by_key[p].notify]
+            if notifiers:
+                plans[key].notes.append(f"will be refreshed if {', '.join(notifiers)} "
+                                        "change(s)")
             if plans[key].action == "create":
                 continue  # what does not exist yet cannot have been probed stale
             for pred in self.graph.predecessors(key):
@@ -187,7 +207,7 @@ class Engine:
                 shown = ", ".join(causes[:3]) + (f" and {len(causes) - 3} more"
                                                  if len(causes) > 3 else "")
                 rp = plans[key]
-                if rp.status == "failed" and key not in self._provider_errors:
+                if rp.status == "failed":
                     # e.g. a line edit of a file that an earlier resource creates: the probe
                     # cannot see what does not exist yet; apply will probe it in its turn.
                     rp.notes.append(f"cannot be planned before {shown} change(s): {rp.error}")
@@ -203,8 +223,6 @@ class Engine:
         start = time.monotonic()
         outcomes = {r.key: _Outcome(ResourcePlan(id=r.key, status="unchanged"))
                     for r in self.resources}
-        for k, msg in self._provider_errors.items():
-            self._fail(outcomes, k, msg)
         passes = 0
         try:
             for passes in range(1, self.max_passes + 1):
@@ -241,6 +259,9 @@ class Engine:
             for key in gen:
                 o = outcomes[key]
                 if o.done:
+                    continue
+                if key in self._provider_errors and not self._retry_provider(key):
+                    self._fail(outcomes, key, self._provider_errors[key])
                     continue
                 blocked = [p for p in self.graph.predecessors(key)
                            if outcomes[p].plan.status in ("failed", "skipped", "flapping")]
@@ -363,12 +384,14 @@ class Engine:
             return
         t0 = time.monotonic()
         try:
-            self._provider_of[key].refresh(self.host, self.by_key[key])
+            done = self._provider_of[key].refresh(self.host, self.by_key[key])
         except Exception as exc:
             self._fail(outcomes, key, f"refresh failed: {_error_text(exc)}")
             return
         finally:
             o.plan.duration = (o.plan.duration or 0.0) + time.monotonic() - t0
+        if done is False:
+            return
         o.plan.refreshed = True
         log.event("info", "refreshed", resource=key)
         self._emit("refreshed", o.plan)

@@ -187,5 +187,9 @@ class Provider(Generic[R, S]):
                 outcome[desired.key] = exc
         return outcome
 
-    def refresh(self, host: Host, desired: R) -> None:
-        """React to a notification. Most kinds have nothing to do."""
+    def refresh(self, host: Host, desired: R) -> bool | None:
+        """React to a notification. Most kinds have nothing to do.
+
+        Return ``False`` when there was nothing to do (a stopped service, a command whose
+        guard says its work is done): the report then does not claim a refresh."""
+        return False

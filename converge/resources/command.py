@@ -229,12 +229,14 @@ class ExecProvider(Provider[Command, Guards]):
         self._run(host, desired, desired.argv, check=True)
         return []
 
-    def refresh(self, host: Host, desired: Command) -> None:
+    def refresh(self, host: Host, desired: Command) -> bool:
         """Run again when notified, unless a guard says the work is done."""
         guards = self._guards(host, desired)
         unguarded = guards == Guards(None, None, None)
         if unguarded or guards.reason_to_run(desired) is not None:
             self._run(host, desired, desired.argv, check=True)
+            return True
+        return False
 
 
 PROVIDERS: dict[str, list[type[Provider[Any, Any]]]] = {"Command": [ExecProvider]}

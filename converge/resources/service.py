@@ -44,6 +44,11 @@ class Service(Resource):
                          "(systemctl reload; supervisor: SIGHUP).")
     restart_on_refresh: bool = Field(
         default=True, description="React to notifications (restart or reload).")
+    check: list[str] | None = Field(
+        default=None,
+        description="A read-only command that must succeed before a refresh restarts or "
+        "reloads the service, e.g. ['nginx', '-t']: a broken configuration is reported and "
+        "the running service is left alone.")
     settle: float = Field(
         default=1.0, ge=0, le=60,
         description="systemd: seconds to watch a started, restarted or reloaded unit for an "
@@ -83,6 +88,16 @@ class ServiceState:
     enabled: str | None = None  # systemd UnitFileState
     needs_reload: bool = False  # systemd: unit file changed on disk / config not yet read
     file_exists: bool = False
+
+
+def run_check(host: Host, desired: Service) -> None:
+    """The service's configuration check, before a restart or reload."""
+    if desired.check:
+        try:
+            host.run(desired.check, timeout=120)
+        except CommandError as exc:
+            raise ResourceError(f"{desired.key}: not restarted: the configuration check "
+                                f"failed, the running service was left alone\n{exc}") from None
 
 
 class _ServiceProvider(Provider[Service, ServiceState]):
@@ -220,14 +235,16 @@ class SystemdProvider(_ServiceProvider):
             lines = res.stdout.strip()
         return "last journal lines:\n" + (lines or "(none)")
 
-    def refresh(self, host: Host, desired: Service) -> None:
+    def refresh(self, host: Host, desired: Service) -> bool:
         if not desired.restart_on_refresh or desired.key in self.started:
-            return
+            return False
         state = self.probe(host, [desired])[desired.key]
         if state is None or not state.active:
-            return  # a stopped service picks up the change when it starts
+            return False  # a stopped service picks up the change when it starts
+        run_check(host, desired)
         verb = "reload" if desired.reload else "restart"
         self._start(host, desired, ["systemctl", verb, "--", desired.unit])
+        return True
 
 
 class SupervisorProvider(_ServiceProvider):
@@ -401,18 +418,20 @@ class SupervisorProvider(_ServiceProvider):
                 out.append(f"{program}: no output captured")
         return "\n" + "\n".join(out) if out else ""
 
-    def refresh(self, host: Host, desired: Service) -> None:
+    def refresh(self, host: Host, desired: Service) -> bool:
         if not desired.restart_on_refresh or desired.key in self.started:
-            return
+            return False
         state = self.probe(host, [desired])[desired.key]
         if state is None or not state.loaded or not state.active:
-            return  # stopped: it picks up the change when it starts
+            return False  # stopped: it picks up the change when it starts
+        run_check(host, desired)
         if desired.reload:
             res = self._ctl(host, "signal", "HUP", self._arg(desired))
             if res.returncode or self._errors(res, ()):
                 raise CommandError(res.argv, res.returncode, res.stdout, res.stderr)
-            return
+            return True
         self._start(host, desired, "restart")
+        return True
 
 
 PROVIDERS: dict[str, list[type[Provider[Any, Any]]]] = {
