@@ -85,7 +85,7 @@ class Engine:
     def _choose_providers(self) -> None:
         chosen: dict[tuple[str, str | None], type[Provider[Any, Any]] | NoProviderError] = {}
         for r in self.resources:
-            sig = (r.kind, r.provider)
+            sig = (r.kind, r.provider or r.preferred_provider())
             if sig not in chosen:
                 try:
                     chosen[sig] = choose_provider(r, self.host, self.facts)

@@ -192,3 +192,17 @@ def test_no_usable_provider_names_every_candidate(tmp_path: Path,
     assert report.resources[0].status == "failed"
     assert "file: missing command no-such-tool-1" in err
     assert "exclusive: missing command no-such-tool-2" in err
+
+
+def test_preferred_provider_is_not_shared_by_kind(tmp_path: Path) -> None:
+    """Two Services, one a supervisor group: each gets its own provider."""
+    from converge.resources.service import Service
+
+    engine = Engine([Service(name="nginx"), Service(name="app:")],
+                    build([Service(name="nginx"), Service(name="app:")]),
+                    LocalHost(state_dir=tmp_path), Facts(init="systemd"))
+    names = {key: p.name for key, p in engine._provider_of.items()}
+    errors = engine._provider_errors
+    # whichever are usable here, the group never gets the systemd provider
+    assert names.get("Service[app:]") in (None, "supervisor")
+    assert "Service[app:]" in names or "supervisor" in errors["Service[app:]"]
