@@ -393,7 +393,8 @@ def _watch(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
     apply_args = argparse.Namespace(**vars(args))
     apply_args.command, apply_args.json = "apply", False
     apply_args.managed_paths = [str(args.file.absolute())]
-    _os.environ.setdefault(TRIGGER_ENV, "watch")
+    trigger = _os.environ.get(TRIGGER_ENV)
+    _os.environ[TRIGGER_ENV] = trigger or "watch"  # recorded in each pass's report
 
     def one_pass(reason: str) -> list[str]:
         stamp = _utcnow().strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -417,8 +418,12 @@ def _watch(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
     jitter = f" (+ up to {format_duration(watcher.jitter)})" if watcher.jitter else ""
     print(f"watching {args.file}: a pass every {every}{jitter} and when a managed file "
           "changes; SIGTERM or Ctrl-C stops after the current pass", file=err)
-    with watcher.signals():
-        watcher.run(one_pass)
+    try:
+        with watcher.signals():
+            watcher.run(one_pass)
+    finally:
+        if trigger is None:
+            del _os.environ[TRIGGER_ENV]
     print(f"watch stopped ({watcher.stopped_by or 'done'}) after {watcher.passes} pass(es)",
           file=err)
     return EXIT_OK
@@ -464,17 +469,18 @@ def _timer(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
                 result.summarise()
                 if not removed.failed:
                     timer.after_remove(names, host)
+        done = f"Removed {names.timer}, {names.service} and their files."
     else:  # install
         from converge.graph import build
 
         if args.facts:
             raise UsageError("--facts: a timer applies this machine, with its own facts")
-        facts = Facts.gather(host)
-        timer.require_systemd(facts)
-        sched = timer.schedule(args.every, args.splay, args.timeout, host)
         catalog = _load(args)  # checks the file (and, as root, who can write it) and settings
         build(catalog.resources)
-        plain, secret = timer.split_settings(catalog.settings, args.overrides)
+        facts = catalog.facts
+        timer.require_systemd(facts)
+        sched = timer.schedule(args.every, args.splay, args.timeout, host)
+        plain, secret = timer.split_settings(catalog.settings, args.overrides, os.environ)
         names = timer.names_for(catalog.path)
         argv = timer.command(catalog.path, plain, secrets_dir=args.secrets_dir,
                              keep_reports=args.keep_reports)
@@ -487,17 +493,16 @@ def _timer(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
             timer.timer_unit(names, catalog.path, sched), secret)
         with run_lock(host.state_dir, wait=args.lock_wait):
             result = timer.apply_resources(resources, host, facts)
+        done = f"{names.timer}: applies {catalog.path} {sched.describe()}" + (
+            f"; settings from the environment and secrets in {names.env_path}"
+            if secret else "")
     if getattr(args, "json", False):
         out.write(result.model_dump_json(indent=2) + "\n")
     else:
         out.write(render_report(result, colour=colour) + "\n")
     if result.failed:
         return EXIT_FAILURES
-    if args.timer_command == "remove":
-        print(f"Removed {names.timer}, {names.service} and their files.", file=err)
-    else:
-        print(f"{names.timer}: applies {catalog.path} {sched.describe()}"
-              + (f"; secret settings in {names.env_path}" if secret else ""), file=err)
+    print(done, file=err)
     return EXIT_OK
 
 

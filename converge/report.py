@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
 
 from converge.errors import UsageError
 from converge.plan import ResourcePlan, Summary
@@ -59,8 +59,14 @@ _ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
 Cause = Literal["intended", "corrective"]
 
 
+# defer_build: the schemas are built when a report is read, not by every apply that writes one
+_DEFER = ConfigDict(defer_build=True)
+
+
 class ResourceRecord(ResourcePlan):
     """A resource in a run report: what the plan or report said, and why it changed."""
+
+    model_config = _DEFER
 
     cause: Cause | None = Field(
         default=None, description="intended (its definition changed) or corrective (the "
@@ -69,6 +75,8 @@ class ResourceRecord(ResourcePlan):
 
 
 class RunSummary(Summary):
+    model_config = _DEFER
+
     changed: int = Field(default=0, description="resources changed (apply) or pending (plan)")
     intended: int = 0
     corrective: int = 0
@@ -77,6 +85,8 @@ class RunSummary(Summary):
 
 class RunReport(BaseModel):
     """One run, as stored in ``STATE_DIR/reports/<id>.json``."""
+
+    model_config = _DEFER
 
     format: int = FORMAT
     id: str
@@ -178,14 +188,15 @@ def _key(state_dir: Path) -> bytes:
 
 
 def _canonical(value: Any) -> Any:
-    from pydantic import SecretBytes, SecretStr
-
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
     if isinstance(value, SecretStr):
         return {"$secret": value.get_secret_value()}
     if isinstance(value, SecretBytes):
         return {"$secret": value.get_secret_value().hex()}
     if isinstance(value, BaseModel):
-        return {name: _canonical(getattr(value, name)) for name in sorted(value.model_fields_set)}
+        fields = value.__dict__
+        return {name: _canonical(fields[name]) for name in sorted(value.model_fields_set)}
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (set, frozenset)):
@@ -194,17 +205,15 @@ def _canonical(value: Any) -> Any:
         return [_canonical(v) for v in value]
     if isinstance(value, bytes):
         return {"$sha256": hashlib.sha256(value).hexdigest()}
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
     return repr(value)
 
 
 def definition(resource: Resource) -> bytes:
     """A resource's definition as canonical bytes: the fields it sets and the content it
     prepared (a rendered template, a source file), secrets included, never its origin."""
-    private = getattr(resource, "__pydantic_private__", None) or {}
+    private = resource.__pydantic_private__ or {}
     doc = {
-        "key": resource.key,
+        "key": private.get("_key") or resource.key,
         "fields": _canonical(resource),
         "prepared": {k: _canonical(v) for k, v in sorted(private.items())
                      if k not in ("_origin", "_key") and v is not None},
@@ -216,8 +225,11 @@ def digests(resources: Iterable[Resource], state_dir: Path) -> dict[str, str]:
     """Keyed hashes of the resources' definitions (64 bits each: enough to tell edits apart,
     and with a secret key nothing can be learnt from them)."""
     key = _key(state_dir)
-    return {r.key: hmac.new(key, definition(r), hashlib.sha256).hexdigest()[:16]
-            for r in resources}
+    found = {}
+    for r in resources:
+        data = definition(r)
+        found[r.key] = hmac.new(key, data, hashlib.sha256).hexdigest()[:16]
+    return found
 
 
 def _read_index(directory: Path) -> dict[str, str]:
@@ -305,7 +317,7 @@ def record(
         "resources": rows,
     }
     _write(directory / f"{report_id}.json",
-           (json.dumps(doc_all, indent=1, default=str) + "\n").encode())
+           (json.dumps(doc_all, separators=(",", ":"), default=str) + "\n").encode())
     if kind == "apply":
         updated = dict(converged)
         for rp in result.resources:
@@ -313,7 +325,7 @@ def record(
                 updated[rp.id] = current[rp.id]
         if updated != converged:
             _write(directory / INDEX, json.dumps({"resources": updated}, indent=0,
-                                                 sort_keys=True).encode())
+                                                 sort_keys=True).encode() + b"\n")
     rotate(state_dir, keep)
     return RunReport.model_validate({**doc_all, "resources": []})
 
@@ -336,6 +348,9 @@ def list_ids(state_dir: Path) -> list[str]:
         names = os.listdir(reports_dir(state_dir))
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise UsageError(f"cannot read the run reports in {reports_dir(state_dir)}: "
+                         f"{exc.strerror}") from None
     return sorted(n[:-5] for n in names if n.endswith(".json") and _ID_RE.match(n[:-5]))
 
 
@@ -362,8 +377,8 @@ def history(state_dir: Path, *, limit: int | None = None, desired: Path | None =
         try:
             doc = json.loads((reports_dir(state_dir) / f"{report_id}.json").read_text())
             row = _row(doc)
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            continue  # rotated away meanwhile, or not a report
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # rotated away meanwhile, unreadable, or not a report
         if wanted is not None and row.desired != wanted:
             continue
         if kind is not None and row.kind != kind:
@@ -399,6 +414,8 @@ def load(state_dir: Path, report_id: str) -> RunReport:
         return RunReport.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise UsageError(f"report {report_id} is gone (rotated away?)") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise UsageError(f"{path} is not a readable report: {exc}") from None
 

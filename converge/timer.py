@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,44 +146,58 @@ def _secret_type(annotation: Any) -> bool:
     return False
 
 
-def split_settings(settings: BaseModel, overrides: Sequence[str]) -> tuple[list[str],
-                                                                             dict[str, str]]:
-    """``--set`` arguments for the unit's command line, and the secret ones as environment
-    variables (``PREFIX + NAME``, the way the loader reads them) for the root-only file.
+def _env_name(cls: type[BaseModel], field_name: str) -> str:
+    """The environment variable the loader reads ``field_name`` from."""
+    field = cls.model_fields[field_name]
+    alias = field.validation_alias if isinstance(field.validation_alias, str) else field.alias
+    prefix = str(cls.model_config.get("env_prefix") or "") or "CONVERGE_"
+    env = alias or prefix + field_name
+    return env if cls.model_config.get("case_sensitive", False) else env.upper()
 
-    A setting is secret when its type is (or contains) ``SecretStr``/``SecretBytes``, or, to
-    err on the safe side, when its name says so (password, secret, token, key...).
+
+def split_settings(
+    settings: BaseModel, overrides: Sequence[str], environ: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """What a timer run must be given: ``--set`` arguments for the unit's command line, and
+    environment variables (named the way the loader reads them) for the root-only file.
+
+    Secret ``--set`` values go to the file, never the command line. A setting is secret when
+    its type is (or contains) ``SecretStr``/``SecretBytes``, or, to err on the safe side, when
+    its name says so (password, secret, token, key...). Settings that came from ``environ``
+    (the environment of the install) go to the file too: the way converge's docs recommend
+    giving secrets, and then the timer's runs get them the same way.
     """
     from pydantic_settings import BaseSettings
 
     cls = type(settings)
+    is_settings = issubclass(cls, BaseSettings)
     plain: list[str] = []
-    secret: dict[str, str] = {}
+    env: dict[str, str] = {}
+    given: set[str] = set()
     for pair in overrides:
         key, _, value = pair.partition("=")
         key = key.strip()
         field = cls.model_fields.get(key)
         if field is None:
             raise UsageError(f"unknown setting {key!r}")
+        given.add(key)
         if not (_secret_type(field.annotation) or _SECRET_NAME.search(key)):
             plain.append(f"{key}={value}")
             continue
-        if not issubclass(cls, BaseSettings):
+        if not is_settings:
             raise UsageError(
                 f"setting {key} is secret, but the file's Settings is not a pydantic-settings "
                 "BaseSettings, so a timer run could only get it on its command line; make "
                 "Settings a BaseSettings (or use --secrets-dir)")
-        alias = field.validation_alias if isinstance(field.validation_alias, str) \
-            else field.alias
-        if alias:
-            env = alias
-        else:
-            prefix = str(cls.model_config.get("env_prefix") or "") or "CONVERGE_"
-            env = prefix + key
-        if not cls.model_config.get("case_sensitive", False):
-            env = env.upper()
-        secret[env] = value
-    return plain, secret
+        env[_env_name(cls, key)] = value
+    if is_settings and environ:
+        sensitive = bool(cls.model_config.get("case_sensitive", False))
+        found = dict(environ) if sensitive else {k.upper(): v for k, v in environ.items()}
+        for name in cls.model_fields:
+            var = _env_name(cls, name)
+            if name not in given and var in found:
+                env[var] = found[var]
+    return plain, env
 
 
 # -- unit files -------------------------------------------------------------------------------

@@ -94,12 +94,18 @@ def check_file(path: Path, what: str, *, desired: Path | None = None,
             raise _refuse(d, f"the directory of {what}", problem, desired)
 
 
-class _Watch(importlib.abc.MetaPathFinder):
-    """Checks every module that would be imported from ``directory`` before it runs."""
+#: modules imported from a desired file's directory by an earlier load in this process
+_HELPERS: set[str] = set()
 
-    def __init__(self, directory: Path, desired: Path) -> None:
+
+class _Watch(importlib.abc.MetaPathFinder):
+    """Checks (as root) every module that would be imported from ``directory`` before it
+    runs, and remembers it, so that the next load imports it afresh."""
+
+    def __init__(self, directory: Path, desired: Path, check: bool) -> None:
         self.directory = directory
         self.desired = desired
+        self.check = check
         self.refusal: DesiredStateError | None = None
 
     def _inside(self, entry: str) -> bool:
@@ -117,6 +123,9 @@ class _Watch(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, search)
         if spec is None or not spec.origin or not spec.has_location:
             return None
+        _HELPERS.add(fullname)
+        if not self.check:
+            return None
         origin = Path(spec.origin)
         try:
             check_file(origin, f"module {fullname}", desired=self.desired,
@@ -133,14 +142,17 @@ class _Watch(importlib.abc.MetaPathFinder):
 
 @contextlib.contextmanager
 def guard(desired: Path) -> Iterator[None]:
-    """Check ``desired`` and, while the block loads it, what it imports from its directory.
-    Does nothing unless running as root."""
-    if os.geteuid() != 0:
-        yield
-        return
+    """As root, check ``desired`` and, while the block loads it, what it imports from its
+    directory. Helpers an earlier load imported are imported again (and checked again): a
+    long-running process (``converge watch``) sees them as they are now."""
+    for name in list(_HELPERS):
+        sys.modules.pop(name, None)
+    _HELPERS.clear()
     path = desired.absolute()
-    check_file(path, "desired-state file")
-    watch = _Watch(path.parent, path)  # the loader imports helpers from path.parent
+    as_root = os.geteuid() == 0
+    if as_root:
+        check_file(path, "desired-state file")
+    watch = _Watch(path.parent, path, as_root)  # the loader imports helpers from path.parent
     sys.meta_path.insert(0, watch)
     try:
         yield
