@@ -248,6 +248,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> in
                         max_passes=args.max_passes or DEFAULT_MAX_PASSES,
                         on_event=progress)
         report = engine.apply()
+        args.managed_paths = _managed_paths(catalog)
+        after_apply = getattr(args, "after_apply", None)
+        if after_apply is not None:  # watch: note the managed files' state right now
+            after_apply()
         _record_run(args, catalog, report, started, host.state_dir, err)
     if progress is not None:
         err.write("\r\x1b[K")
@@ -332,14 +336,19 @@ def _utcnow() -> Any:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _managed_paths(catalog: Catalog) -> list[str]:
+    """The desired file and every absolute path a resource manages (what watch polls)."""
+    return [str(catalog.path)] + [
+        p for r in catalog.resources
+        if isinstance(p := getattr(r, "path", None), str) and p.startswith("/")]
+
+
 def _record_run(args: argparse.Namespace, catalog: Catalog, result: Plan, started: Any,
                 state_dir: Path, err: TextIO) -> None:
     """After a plan or apply: remember the paths the run manages (for watch) and write the
     run report (every apply; a plan with --report). A report that cannot be written is a
     warning: the run itself happened."""
-    args.managed_paths = [str(catalog.path)] + [
-        p for r in catalog.resources
-        if isinstance(p := getattr(r, "path", None), str) and p.startswith("/")]
+    args.managed_paths = _managed_paths(catalog)
     if result.kind == "plan" and not getattr(args, "report", False):
         return
     from converge import report as reports
@@ -393,6 +402,9 @@ def _watch(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> 
     apply_args = argparse.Namespace(**vars(args))
     apply_args.command, apply_args.json = "apply", False
     apply_args.managed_paths = [str(args.file.absolute())]
+    # the baseline of "changed since the pass" is taken as soon as the engine is done, so
+    # an edit made while the report is written is not mistaken for the pass's own
+    apply_args.after_apply = lambda: watcher.note_baseline(apply_args.managed_paths)
     trigger = _os.environ.get(TRIGGER_ENV)
     _os.environ[TRIGGER_ENV] = trigger or "watch"  # recorded in each pass's report
 

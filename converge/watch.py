@@ -106,6 +106,7 @@ class Watcher:
         self._stop = threading.Event()
         self.passes = 0
         self.stopped_by: str | None = None
+        self._baseline: Snapshot | None = None
 
     def stop(self, why: str = "stopped") -> None:
         self.stopped_by = self.stopped_by or why
@@ -137,10 +138,16 @@ class Watcher:
         reason = "start"
         while not self.stopping:
             self.passes += 1
+            self._baseline = None
             paths = list(dict.fromkeys(one_pass(reason)))
             if self.stopping:
                 break
-            reason = self._wait(snapshot(paths))
+            base = self._baseline if self._baseline is not None else snapshot(paths)
+            reason = self._wait(base)
+
+    def note_baseline(self, paths: Iterable[str]) -> None:
+        """Record the watched files as the pass left them (before its report is written)."""
+        self._baseline = snapshot(list(dict.fromkeys(paths)))
 
     def _wait(self, before: Snapshot) -> str:
         """Sleep until the interval is over or a watched path changes; the reason."""
