@@ -109,7 +109,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NUMBAS_")
 
-    domain: str = Field(default="localhost", description="Public host name of the site.")
+    domain: str = Field(default="localhost", min_length=1, pattern=r"^[A-Za-z0-9.-]+$",
+                        description="Public host name of the site.")
     branch: str | None = Field(
         default=None, description="Git branch or tag (default: the newest the platform's "
         "Python and PostgreSQL can run: v3_STABLE on RHEL 7, v4.4 on Debian 12...).")

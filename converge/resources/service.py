@@ -223,6 +223,10 @@ class SystemdProvider(_ServiceProvider):
         """The journal of the unit's last activation (its own output and systemd's messages
         about it), or, failing that, its last lines."""
         invocation = self._show(host, unit, "InvocationID").get("InvocationID", "")
+        # The unit's own output reaches journald through a stream that can lag behind
+        # systemd's "failed" message: give it a moment and have journald flush it.
+        time.sleep(0.5)
+        host.run(["journalctl", "--sync"], check=False)
         lines = ""
         if invocation:
             res = host.run(["journalctl", "--no-pager", "-o", "cat", "-n", str(JOURNAL_LINES),
