@@ -13,6 +13,7 @@ A provider binds a kind to a host:
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -81,20 +82,20 @@ class Resource(BaseModel):
     """Force a provider by name instead of choosing one by the host's capabilities."""
 
     _origin: str | None = PrivateAttr(default=None)
-    _key: str = PrivateAttr(default="")
 
     def model_post_init(self, context: Any, /) -> None:
         self._origin = _caller_origin()
-        self._key = f"{self.kind}[{self.ident}]"  # frozen: computed once
 
     @property
     def ident(self) -> str:
         """The name inside ``Kind[...]``: the ``name`` field by default (File: its path)."""
         return str(getattr(self, "name"))  # noqa: B009 - subclasses declare the field
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        return self._key
+        # frozen, so computed once; a cached_property lives in the instance's __dict__, where
+        # reading it costs nothing (private attributes go through pydantic's __getattr__)
+        return f"{self.kind}[{self.ident}]"
 
     @property
     def origin(self) -> str | None:
