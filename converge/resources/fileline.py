@@ -33,14 +33,16 @@ class FileLine(Resource):
     match: str | None = Field(
         default=None, description="Regular expression; matching lines are replaced by `line`."
     )
-    ensure: Literal["present", "absent"] = "present"
+    ensure: Literal["present", "absent"] = Field(
+        default="present", description="present: the line is there (replacing what `match` "
+        "finds); absent: no line equals `line` or matches `match`.")
     multiple: bool = Field(
         default=False, description="Replace every matching line (otherwise more than one "
         "match is an error)."
     )
     name: str | None = Field(default=None, description="Name of the resource (default: path "
                              "and match or line).")
-    backup: bool = True
+    backup: bool = Field(default=True, description="Back up the file before editing it.")
 
     @field_validator("line")
     @classmethod

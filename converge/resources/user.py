@@ -38,7 +38,8 @@ class Group(Resource):
     name: str = Field(description="Group name.")
     gid: int | None = Field(default=None, ge=0, description="Numeric id.")
     system: bool = Field(default=False, description="Create as a system group (groupadd -r).")
-    ensure: Literal["present", "absent"] = "present"
+    ensure: Literal["present", "absent"] = Field(
+        default="present", description="present or absent (groupdel).")
 
     _check = field_validator("name")(classmethod(lambda cls, v: _account_name(v)))
 
@@ -49,7 +50,9 @@ class User(Resource):
     kind = "User"
 
     name: str = Field(description="Login name.")
-    ensure: Literal["present", "absent"] = "present"
+    ensure: Literal["present", "absent"] = Field(
+        default="present", description="present or absent (userdel; the home directory is "
+        "kept unless remove_home).")
     uid: int | None = Field(default=None, ge=0, description="Numeric id.")
     group: str | None = Field(default=None, description="Primary group (name).")
     groups: list[str] | None = Field(default=None, description="Supplementary groups.")
