@@ -168,26 +168,30 @@ def render_plan(plan: Plan, *, colour: bool = False, verbose: bool = False) -> s
     return "\n".join(out)
 
 
+def render_result(r: ResourcePlan, colour: bool, *, cause: str | None = None) -> list[str]:
+    """One resource of a run report: what happened to it, its changes, notes and error."""
+    mark = {"failed": "!", "flapping": "!", "skipped": "-"}.get(
+        r.status, _SYMBOL[r.action] if r.status == "changed" or cause else " ")
+    code = {"failed": "31", "flapping": "31", "skipped": "33"}.get(r.status, _COLOUR[r.action])
+    why = f", {cause}" if cause else ""
+    took = f" ({r.duration:.2f}s)" if r.duration is not None and r.applied else ""
+    out = [_paint(f"  {mark} {r.id}: {r.status}{why}{took}", code, colour)]
+    out.extend(render_changes(r, colour))
+    if r.refreshed:
+        out.append("      refreshed")
+    out.extend(f"      backup: {b}" for b in r.backups)
+    out.extend(f"      # {note}" for note in r.notes)
+    if r.error:
+        out.append(_paint("      " + r.error.replace("\n", "\n      "), "31", colour))
+    return out
+
+
 def render_report(report: Plan, *, colour: bool = False) -> str:
     out: list[str] = []
     for r in report.resources:
         if r.status in ("unchanged", "ok") and not r.refreshed and not r.notes:
             continue
-        mark = {"changed": _SYMBOL[r.action], "failed": "!", "skipped": "-",
-                "flapping": "!"}.get(r.status, " ")
-        code = {"failed": "31", "flapping": "31", "skipped": "33"}.get(
-            r.status, _COLOUR[r.action])
-        took = f" ({r.duration:.2f}s)" if r.duration is not None and r.status == "changed" else ""
-        out.append(_paint(f"  {mark} {r.id}: {r.status}{took}", code, colour))
-        out.extend(render_changes(r, colour))
-        if r.refreshed:
-            out.append("      refreshed")
-        for b in r.backups:
-            out.append(f"      backup: {b}")
-        for note in r.notes:
-            out.append(f"      # {note}")
-        if r.error:
-            out.append(_paint("      " + r.error.replace("\n", "\n      "), "31", colour))
+        out.extend(render_result(r, colour))
     s = report.summary
     changed = s.create + s.change + s.remove
     took = f" in {report.duration:.2f}s" if report.duration is not None else ""

@@ -457,7 +457,7 @@ def render_history(rows: list[RunRow], *, state_dir: Path) -> str:
 
 
 def render(report: RunReport, *, colour: bool = False) -> str:
-    from converge.plan import _COLOUR, _SYMBOL, _paint, render_changes
+    from converge.plan import render_result
 
     s = report.summary
     meaning = EXIT_MEANING.get(report.exit_code, "?")
@@ -474,21 +474,7 @@ def render(report: RunReport, *, colour: bool = False) -> str:
         if r.cause is None and r.status in ("unchanged", "ok") and not r.refreshed \
                 and not r.notes:
             continue
-        mark = {"failed": "!", "flapping": "!", "skipped": "-"}.get(r.status, _SYMBOL[r.action])
-        code = {"failed": "31", "flapping": "31", "skipped": "33"}.get(r.status,
-                                                                         _COLOUR[r.action])
-        why = f", {r.cause}" if r.cause else ""
-        took = f" ({r.duration:.2f}s)" if r.duration is not None and r.applied else ""
-        out.append(_paint(f"  {mark} {r.id}: {r.status}{why}{took}", code, colour))
-        out.extend(render_changes(r, colour))
-        if r.refreshed:
-            out.append("      refreshed")
-        for b in r.backups:
-            out.append(f"      backup: {b}")
-        for note in r.notes:
-            out.append(f"      # {note}")
-        if r.error:
-            out.append(_paint("      " + r.error.replace("\n", "\n      "), "31", colour))
+        out.extend(render_result(r, colour, cause=r.cause))
     verb = "Plan" if report.kind == "plan" else "Apply"
     what = "pending" if report.kind == "plan" else "changed"
     out.append(

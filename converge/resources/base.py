@@ -194,3 +194,14 @@ class Provider(Generic[R, S]):
         Return ``False`` when there was nothing to do (a stopped service, a command whose
         guard says its work is done): the report then does not claim a refresh."""
         return False
+
+
+class BatchProvider(Provider[R, S]):
+    """A provider whose real work is :meth:`apply_batch` (one command for many resources);
+    ``apply`` of one resource is a batch of one."""
+
+    def apply(self, host: Host, desired: R, actual: S | None, changes: list[Change]) -> list[str]:
+        outcome = self.apply_batch(host, [(desired, actual, changes)])[desired.key]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome

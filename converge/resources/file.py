@@ -336,8 +336,8 @@ class LocalFileProvider(Provider[File, FileActual]):
                     backups.append(saved)
 
         ensure = by_attr.get("ensure")
-        uid = _resolve(host.user_id, desired.owner, "user")
-        gid = _resolve(host.group_id, desired.group, "group")
+        uid = resolve_id(host.user_id, desired.owner, "user")
+        gid = resolve_id(host.group_id, desired.group, "group")
         mode = int(desired.mode, 8) if desired.mode is not None else None
 
         if ensure is not None and ensure.after == "absent":
@@ -396,7 +396,8 @@ class LocalFileProvider(Provider[File, FileActual]):
         return backups
 
 
-def _resolve(lookup: Any, name: str | None, what: str) -> int | None:
+def resolve_id(lookup: Any, name: str | None, what: str) -> int | None:
+    """A user or group name (or number) as its id; a name that does not exist is an error."""
     if name is None:
         return None
     number: int | None = lookup(name)

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator, model_validator
 
 from converge.errors import CommandError, ResourceError
 from converge.plan import Change
-from converge.resources.base import Provider, Resource
+from converge.resources.base import BatchProvider, Provider, Resource
 
 if TYPE_CHECKING:
     from converge.facts import Facts
@@ -308,7 +308,7 @@ def _not_running_note(desired: Firewall) -> str | None:
             "(skipped)")
 
 
-class FirewalldProvider(Provider[Firewall, FirewallState]):
+class FirewalldProvider(BatchProvider[Firewall, FirewallState]):
     """firewall-cmd (firewall-offline-cmd when firewalld is stopped); two probes for all
     rules, batched changes, no reload."""
 
@@ -450,12 +450,6 @@ class FirewalldProvider(Provider[Firewall, FirewallState]):
                 ops.extend((prefix, f"--remove-{what}", v) for v in found.remove)
         return ops
 
-    def apply(self, host: Host, desired: Firewall, actual: FirewallState | None,
-              changes: list[Change]) -> list[str]:
-        outcome = self.apply_batch(host, [(desired, actual, changes)])[desired.key]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
     def apply_batch(self, host: Host,
                     items: Sequence[tuple[Firewall, FirewallState | None, list[Change]]]

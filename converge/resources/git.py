@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 from converge.errors import CommandError, ResourceError
 from converge.plan import Change
 from converge.resources.base import Provider, Resource
-from converge.resources.file import AbsolutePath
+from converge.resources.file import AbsolutePath, resolve_id
 
 if TYPE_CHECKING:
     from converge.host import FileState, Host
@@ -494,8 +494,8 @@ class GitProvider(Provider[GitCheckout, CheckoutState]):
         if desired.owner is not None or desired.group is not None:
             # made (or given) to the owner first, so that git running as the owner can
             # clone into it whoever owns the parent directory
-            uid = _lookup(host.user_id, desired.owner, "user")
-            gid = _lookup(host.group_id, desired.group, "group")
+            uid = resolve_id(host.user_id, desired.owner, "user")
+            gid = resolve_id(host.group_id, desired.group, "group")
             if host.file_states([desired.path])[desired.path] is None:
                 host.make_directory(desired.path, uid=uid, gid=gid, mode=0o755)
             else:  # an empty directory
@@ -608,15 +608,6 @@ def _parse_status(out: str) -> tuple[str | None, str | None, list[str]]:
         elif entry.startswith("u "):
             changed.append(entry.split(" ", 10)[10])
     return head, branch, changed
-
-
-def _lookup(lookup: Any, name: str | None, what: str) -> int | None:
-    if name is None:
-        return None
-    number: int | None = lookup(name)
-    if number is None:
-        raise ResourceError(f"{what} {name!r} does not exist")
-    return number
 
 
 PROVIDERS: dict[str, list[type[Provider[Any, Any]]]] = {"GitCheckout": [GitProvider]}

@@ -21,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 
 from converge.errors import CommandError, ResourceError
 from converge.plan import Change
-from converge.resources.base import Provider, Resource
+from converge.resources.base import BatchProvider, Provider, Resource
 
 if TYPE_CHECKING:
     from converge.facts import Facts
@@ -206,7 +206,7 @@ def dpkg_vercmp(a: str, b: str) -> int:
     return (result > 0) - (result < 0)
 
 
-class _PackageProvider(Provider[Package, Installed]):
+class _PackageProvider(BatchProvider[Package, Installed]):
     exclusive = True
     #: Markers of "no repository offers this package" in the package manager's output.
     not_found: ClassVar[tuple[str, ...]] = ()
@@ -243,12 +243,6 @@ class _PackageProvider(Provider[Package, Installed]):
 
     # -- apply: one transaction per operation ---------------------------------------------------
 
-    def apply(self, host: Host, desired: Package, actual: Installed | None,
-              changes: list[Change]) -> list[str]:
-        result = self.apply_batch(host, [(desired, actual, changes)])[desired.key]
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     def apply_batch(
         self, host: Host, items: Sequence[tuple[Package, Installed | None, list[Change]]]

@@ -25,7 +25,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from converge.errors import CommandError, ResourceError
 from converge.plan import Change
-from converge.resources.base import Provider, Resource
+from converge.resources.base import BatchProvider, Provider, Resource
 from converge.resources.file import AbsolutePath
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _disabled_bool_note(desired: SEBool) -> str:
     return f"{DISABLED_NOTE} and persistent=False: nothing to manage (skipped)"
 
 
-class SetseboolProvider(Provider[SEBool, BoolState]):
+class SetseboolProvider(BatchProvider[SEBool, BoolState]):
     """semanage boolean -l and getsebool -a for every boolean; setsebool [-P] name=value...
     in one call for all the booleans of a generation."""
 
@@ -224,12 +224,6 @@ class SetseboolProvider(Provider[SEBool, BoolState]):
             return []
         return [_disabled_bool_note(desired)]
 
-    def apply(self, host: Host, desired: SEBool, actual: BoolState | None,
-              changes: list[Change]) -> list[str]:
-        outcome = self.apply_batch(host, [(desired, actual, changes)])[desired.key]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
     def apply_batch(self, host: Host,
                     items: Sequence[tuple[SEBool, BoolState | None, list[Change]]]
@@ -563,7 +557,7 @@ def _disabled_fcontext_note() -> str:
             "skipped); the rule applies once SELinux is enabled and the files are relabelled")
 
 
-class SemanageFcontextProvider(Provider[SEFcontext, FcontextState]):
+class SemanageFcontextProvider(BatchProvider[SEFcontext, FcontextState]):
     """semanage fcontext (all changes of a generation in one ``semanage import``
     transaction), then restorecon -R of the covered paths."""
 
@@ -646,12 +640,6 @@ class SemanageFcontextProvider(Provider[SEFcontext, FcontextState]):
             return []
         return [_disabled_fcontext_note()]
 
-    def apply(self, host: Host, desired: SEFcontext, actual: FcontextState | None,
-              changes: list[Change]) -> list[str]:
-        outcome = self.apply_batch(host, [(desired, actual, changes)])[desired.key]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
     def _command(self, desired: SEFcontext, actual: FcontextState) -> list[str]:
         if desired.ensure == "absent":
