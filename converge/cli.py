@@ -70,9 +70,29 @@ def _parser() -> _Parser:
     a.add_argument("--keep-reports", type=_count, default=None, metavar="N",
                    help="keep the last N run reports (default 100; 0: write none)")
 
+    for each in (p, a):
+        _add_fleet_options(each)
     sub.add_parser("graph", parents=[common], help="print the dependency graph as DOT")
     _add_drift_commands(sub, common)
     return parser
+
+
+#: converge.fleet.DEFAULT_FORKS (not imported here: a local run never loads the fleet code)
+DEFAULT_FORKS = 10
+
+
+def _add_fleet_options(parser: _Parser) -> None:
+    g = parser.add_argument_group("remote hosts (over OpenSSH; see docs/fleet.md)")
+    g.add_argument("--host", dest="hosts", action="append", default=[],
+                   metavar="[USER@]HOST[:PORT]", help="a remote host (repeatable)")
+    g.add_argument("--inventory", type=Path, metavar="FILE",
+                   help="TOML inventory of hosts and groups, with their settings")
+    g.add_argument("--limit", metavar="PATTERNS",
+                   help="inventory hosts, groups or globs, comma-separated; !PATTERN excludes")
+    g.add_argument("--forks", type=int, default=DEFAULT_FORKS, metavar="N",
+                   help=f"hosts run in parallel (default {DEFAULT_FORKS})")
+    g.add_argument("--ssh-option", dest="ssh_options", action="append", default=[],
+                   metavar="KEY=VALUE", help="extra ssh -o option for every host (repeatable)")
 
 
 def _version() -> str:
@@ -195,6 +215,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> int:
     if args.command in _DRIFT_COMMANDS:
         return _run_drift(args, out, err, colour)
+    if getattr(args, "hosts", None) or getattr(args, "inventory", None) is not None \
+            or getattr(args, "limit", None) or getattr(args, "ssh_options", None):
+        return _run_fleet(args, out, colour)
     from converge.graph import build, to_dot
 
     catalog = _load(args)
@@ -261,6 +284,41 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, colour: bool) -> in
     else:
         out.write(render_report(report, colour=colour) + "\n")
     return _exit_code(report)
+
+
+def _run_fleet(args: argparse.Namespace, out: TextIO, colour: bool) -> int:
+    """plan/apply on remote hosts (converge.fleet)."""
+    from converge import fleet
+    from converge.loader import parse_overrides
+    from converge.trust import guard
+
+    if args.facts:
+        raise UsageError("--facts renders one platform's catalog; remote hosts are probed")
+    if args.command == "plan" and args.report:
+        raise UsageError("--report: remote runs write no run reports yet")
+    if args.command == "apply":
+        if args.jobs is not None and args.jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        if args.max_passes is not None and args.max_passes < 1:
+            raise UsageError("--max-passes must be at least 1")
+        if args.lock_wait < 0:
+            raise UsageError("--lock-wait must not be negative")
+    if args.forks < 1:
+        raise UsageError("--forks must be at least 1")
+    for opt in args.ssh_options:
+        if "=" not in opt or opt.startswith("-"):
+            raise UsageError(f"--ssh-option expects KEY=VALUE, got {opt!r}")
+    specs = fleet.specs_from_args(args.hosts, args.inventory, args.limit, args.ssh_options)
+    with guard(args.file):  # as root: refuse a desired file others could write
+        pass
+    opts = fleet.FleetOptions(
+        command=args.command, file=args.file.absolute(),
+        overrides=parse_overrides(args.overrides), secrets_dir=args.secrets_dir,
+        forks=args.forks, jobs=getattr(args, "jobs", None),
+        max_passes=getattr(args, "max_passes", None),
+        lock_wait=getattr(args, "lock_wait", 0.0))
+    return fleet.main(opts, specs, out, json_output=args.json, colour=colour,
+                      verbose=getattr(args, "verbose", False))
 
 
 # -- drift correction: reports and history, timer, watch --------------------------------------
