@@ -67,7 +67,8 @@ class Facts:
             init="systemd" if init == "systemd" else init,
             pkg_manager="apt" if pkg == "apt-get" else pkg,
             selinux=_selinux_state(host),
-            hostname=socket.gethostname(),
+            hostname=(host.read_bytes("/proc/sys/kernel/hostname") or b"").decode().strip()
+            or socket.gethostname(),
             python_version=platform.python_version(),
         )
 

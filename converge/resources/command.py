@@ -9,6 +9,7 @@ apply and never converge, so it is refused.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
@@ -74,6 +75,8 @@ class Command(Resource):
             yield f"User[{self.user}]"
         if self.cwd:
             yield f"File[{self.cwd}]"
+        if self.creates:
+            yield f"File[{os.path.dirname(self.creates)}]"
 
     def secrets(self) -> list[str]:
         return [v.get_secret_value() for v in self.env.values()
