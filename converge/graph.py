@@ -2,7 +2,8 @@
 
 Edges point from a dependency to its dependent. They come from ``requires``, from ``notify``
 (the notifier is applied before what it notifies), and are implied (a file requires its parent
-directory, its owner and its group) when the other end is declared.
+directory, its owner and its group) when the other end is declared; when that other end is
+being removed (``ensure="absent"``), the implied edge is reversed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ def build(resources: Sequence[Resource]) -> nx.DiGraph:
                 raise GraphError(f"{r.key}{_where(r)} notifies {target}, which is not declared")
             graph.add_edge(r.key, target, why="notify")
         for dep in r.implied_requires():
-            if dep in by_key and dep != r.key and not graph.has_edge(dep, r.key):
+            if dep not in by_key or dep == r.key:
+                continue
+            if getattr(by_key[dep], "ensure", None) == "absent":
+                # Removal runs the other way: the file before its directory, the service
+                # before its unit file or package, what a user owns before the user.
+                if not graph.has_edge(r.key, dep):
+                    graph.add_edge(r.key, dep, why="implied")
+            elif not graph.has_edge(dep, r.key):
                 graph.add_edge(dep, r.key, why="implied")
     by_kind: dict[str, list[str]] = {}
     for r in resources:

@@ -409,3 +409,22 @@ def test_no_subprocess_for_file_probes(tmp_path: Path, monkeypatch: pytest.Monke
     report = engine.apply()
     assert report.summary.create == 50
     assert Engine(files, build(files), host, Facts()).plan().pending is False
+
+
+def test_removal_runs_children_first(cli, write_desired, tmp_path: Path) -> None:
+    """An absent directory and an absent file in it: the implied edge is reversed, so the file
+    goes first and the directory is empty when it is removed (no force needed)."""
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "app.conf").write_text("x")
+    desired = write_desired(f"""
+        from converge import File
+
+        def desired(facts, settings):
+            yield File(path="{d}", ensure="absent")
+            yield File(path="{d}/app.conf", ensure="absent")
+    """)
+    graph = cli("graph", desired)
+    assert f'"File[{d}/app.conf]" -> "File[{d}]" [style=dotted];' in graph.out
+    converge_twice(cli, desired)
+    assert not d.exists()
