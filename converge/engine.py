@@ -26,9 +26,8 @@ from converge.plan import STALE_NOTE, Change, Plan, ResourcePlan, action_of
 from converge.registry import choose_provider
 
 if TYPE_CHECKING:
-    import networkx as nx
-
     from converge.facts import Facts
+    from converge.graph import Graph
     from converge.host import Host
     from converge.resources.base import Provider, Resource
 
@@ -57,7 +56,7 @@ class Engine:
     def __init__(
         self,
         resources: Sequence[Resource],
-        graph: nx.DiGraph,
+        graph: Graph,
         host: Host,
         facts: Facts,
         *,
@@ -186,10 +185,8 @@ class Engine:
         return result
 
     def _mark_stale(self, plans: dict[str, ResourcePlan]) -> None:
-        import networkx as nx
-
         upstream_pending: dict[str, list[str]] = {}
-        for key in nx.topological_sort(self.graph):
+        for key in self.graph.static_order():
             causes: list[str] = []
             notifiers = [p for p in self.graph.predecessors(key)
                          if plans[p].status == "pending" and key in self.by_key[p].notify]
@@ -225,11 +222,7 @@ class Engine:
                     for r in self.resources}
         passes = 0
         try:
-            for passes in range(1, self.max_passes + 1):
-                if not self._apply_pass(outcomes, passes):
-                    break
-            else:
-                self._report_flapping(outcomes, passes)
+            passes = 1 if self._in_sync(outcomes) else self._apply_passes(outcomes)
         finally:
             self.close()
         report = Plan(kind="report", host=self.host.name,
@@ -237,6 +230,37 @@ class Engine:
                       duration=time.monotonic() - start)
         report.summarise()
         return report
+
+    def _in_sync(self, outcomes: dict[str, _Outcome]) -> bool:
+        """Probe and diff everything at once, as a plan does. Nothing differs: the run is a
+        no-op, and needs no order (nor networkx). Anything else -- a change, an error -- and
+        the walk generation by generation decides, probing each just before its turn."""
+        if self._provider_errors:
+            return False
+        states, errors = self._probe(list(self.by_key))
+        if errors:
+            return False
+        notes: dict[str, list[str]] = {}
+        for key in self.by_key:
+            try:
+                if self._diff(key, states.get(key)):
+                    return False
+                notes[key] = self._notes(key, states.get(key))
+            except Exception:  # reported by the walk
+                return False
+        for key, found in notes.items():
+            outcomes[key].plan.notes.extend(found)
+        return True
+
+    def _apply_passes(self, outcomes: dict[str, _Outcome]) -> int:
+        """Walk the graph until a pass changes nothing (bounded); returns the passes made."""
+        passes = 0
+        for passes in range(1, self.max_passes + 1):
+            if not self._apply_pass(outcomes, passes):
+                break
+        else:
+            self._report_flapping(outcomes, passes)
+        return passes
 
     def _fail(self, outcomes: dict[str, _Outcome], key: str, error: str) -> None:
         o = outcomes[key]

@@ -49,10 +49,39 @@ def test_generation_is_probed_after_its_dependencies_apply(tmp_path: Path) -> No
     a = Marker(name="a", dir=str(tmp_path), value="42")
     b = Marker(name="b", dir=str(tmp_path), requires=[a], reads=str(tmp_path / "a"))
     run([a, b], tmp_path)
-    # b was probed (in its first pass) only after a had been applied
+    # the probe b's change was decided on came after a had been applied
     assert (tmp_path / "b.saw").read_text() == "42"
     ev = events(tmp_path)
-    assert ev.index(("apply-end", "a")) < ev.index(("probe", "b"))
+    b_applies = ev.index(("apply-start", "b"))
+    deciding_probe = max(i for i, e in enumerate(ev[:b_applies]) if e == ("probe", "b"))
+    assert ev.index(("apply-end", "a")) < deciding_probe
+
+
+def test_a_no_op_run_probes_once_and_needs_no_order(tmp_path: Path) -> None:
+    """Everything in sync: one batched probe of the whole catalog, no walk, no networkx."""
+    import subprocess
+    import sys
+
+    rs: list[Resource] = [Marker(name="a", dir=str(tmp_path)),
+                          Marker(name="b", dir=str(tmp_path), requires=["Marker[a]"])]
+    run(rs, tmp_path)
+    (tmp_path / "events.log").unlink()
+    report = run(rs, tmp_path)
+    assert report.passes == 1 and [r.status for r in report.resources] == ["unchanged"] * 2
+    assert events(tmp_path) == [("probe", "a"), ("probe", "b")]
+    # and the command line's no-op apply does not import networkx
+    desired = tmp_path / "noop.py"
+    desired.write_text(f"from converge import File\n\ndef desired(facts, settings):\n"
+                       f"    yield File(path={str(tmp_path / 'f')!r}, content='x')\n")
+    code = ("import sys; from converge.cli import main; main(['apply', sys.argv[1]]); "
+            "main(['apply', sys.argv[1]]); print('networkx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(desired)], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "True"  # the first apply had work to order
+    out = subprocess.run([sys.executable, "-c", code.replace(
+        "main(['apply', sys.argv[1]]); main", "main"), str(desired)],
+        capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
 
 
 def test_failure_skips_descendants_only(tmp_path: Path) -> None:
