@@ -442,8 +442,8 @@ def test_dnf_broken_repository_is_not_skipped(rpm: tuple[ConvergeHost, Path, str
     code, report = host.apply_json(path)
     assert code == 6, json.dumps(report, indent=1)
     res = by_id(report)
-    assert res["YumRepo[cvg-gone]"]["status"] == "changed"
-    assert res["Package[cvg-dep]"]["status"] == "failed"
+    assert res["YumRepo[cvg-gone]"]["status"] == "changed", json.dumps(report, indent=1)
+    assert res["Package[cvg-dep]"]["status"] == "failed", json.dumps(report, indent=1)
     assert "Failed to download metadata for repo 'cvg-gone'" in res["Package[cvg-dep]"]["error"]
     assert rpm_versions(host, "cvg-dep") == []
     # ... and `latest` cannot be decided without it: the plan fails rather than say "no change"

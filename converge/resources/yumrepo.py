@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from converge.errors import ResourceError
 from converge.plan import Change
 from converge.resources.base import Provider, Resource
 
@@ -255,8 +256,13 @@ class RepoFileProvider(Provider[YumRepo, bytes]):
         else:
             if actual is None and desired.path.startswith(REPO_DIR + "/") and \
                     host.file_states([REPO_DIR])[REPO_DIR] is None:
-                # Debian's dnf and yum packages do not create it; RHEL's always have it
-                host.make_directory(REPO_DIR, uid=0, gid=0, mode=0o755)
+                # Debian's dnf and yum packages do not create it; RHEL's always have it.
+                # Several repositories are applied concurrently: another may have just made it.
+                try:
+                    host.make_directory(REPO_DIR, uid=0, gid=0, mode=0o755)
+                except ResourceError:
+                    if host.file_states([REPO_DIR])[REPO_DIR] is None:
+                        raise
             host.write_atomic(desired.path, new.encode(), uid=0 if actual is None else None,
                               gid=0 if actual is None else None, mode=0o644 if actual is None
                               else None)
