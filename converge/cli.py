@@ -47,6 +47,15 @@ def _parser() -> _Parser:
                         default="warning", help="least important log events shown")
     common.add_argument("--no-color", action="store_true", help="plain output")
 
+    # what an apply takes, whether run once (apply) or in a loop (watch)
+    applying = _Parser(add_help=False)
+    applying.add_argument("--jobs", type=int, default=None,
+                          help="resources applied concurrently")
+    applying.add_argument("--max-passes", type=int, default=None,
+                          help="repeat until a pass changes nothing, at most this often")
+    applying.add_argument("--keep-reports", type=_count, default=None, metavar="N",
+                          help="keep the last N run reports (default 100; 0: write none)")
+
     parser = _Parser(prog="converge", description="Declarative state reconciliation.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -60,20 +69,16 @@ def _parser() -> _Parser:
     p.add_argument("--keep-reports", type=_count, default=None, metavar="N",
                    help="keep the last N run reports (default 100)")
 
-    a = sub.add_parser("apply", parents=[common], help="change the host to match the file")
+    a = sub.add_parser("apply", parents=[common, applying],
+                       help="change the host to match the file")
     a.add_argument("--json", action="store_true", help="print the run report as JSON")
-    a.add_argument("--jobs", type=int, default=None, help="resources applied concurrently")
-    a.add_argument("--max-passes", type=int, default=None,
-                   help="repeat until a pass changes nothing, at most this often")
     a.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run's lock")
-    a.add_argument("--keep-reports", type=_count, default=None, metavar="N",
-                   help="keep the last N run reports (default 100; 0: write none)")
 
     for each in (p, a):
         _add_fleet_options(each)
     sub.add_parser("graph", parents=[common], help="print the dependency graph as DOT")
-    _add_drift_commands(sub, common)
+    _add_drift_commands(sub, common, applying)
     return parser
 
 
@@ -336,7 +341,7 @@ def _count(text: str) -> int:
     return value
 
 
-def _add_drift_commands(sub: Any, common: _Parser) -> None:
+def _add_drift_commands(sub: Any, common: _Parser, applying: _Parser) -> None:
     output = _Parser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON")
     output.add_argument("--log-format", choices=("console", "json"), default="console",
@@ -354,17 +359,12 @@ def _add_drift_commands(sub: Any, common: _Parser) -> None:
                        "latest)")
     r.add_argument("id", nargs="?", help="report id, a unique prefix, or its 6-digit suffix")
 
-    w = sub.add_parser("watch", parents=[common],
+    w = sub.add_parser("watch", parents=[common, applying],
                        help="apply in a loop, at once when a managed file changes")
     w.add_argument("--interval", default="5min", help="time between passes (default 5min)")
     w.add_argument("--jitter", default="0", help="add up to this much, at random, to each wait")
-    w.add_argument("--jobs", type=int, default=None, help="resources applied concurrently")
-    w.add_argument("--max-passes", type=int, default=None,
-                   help="engine passes per apply (see apply)")
     w.add_argument("--lock-wait", type=float, default=60.0, metavar="SECONDS",
                    help="wait this long for another run's lock (default 60)")
-    w.add_argument("--keep-reports", type=_count, default=None, metavar="N",
-                   help="keep the last N run reports (default 100; 0: write none)")
 
     t = sub.add_parser("timer", help="a systemd timer applying a desired file periodically")
     tsub = t.add_subparsers(dest="timer_command", metavar="ACTION", parser_class=_Parser)
