@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from converge.facts import Facts
     from converge.host import Host, Result
 
+STARTING_WAIT = 5.0  # seconds a probe waits for supervisor programs to leave STARTING
+
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system",
              "/lib/systemd/system")
 SUPERVISOR_FILES = ("/etc/supervisor/conf.d/{}.conf", "/etc/supervisord.d/{}.ini",
@@ -327,6 +329,14 @@ class SupervisorProvider(_ServiceProvider):
     def probe(self, host: Host, resources: Sequence[Service]) -> dict[str, ServiceState | None]:
         pending = self._reread(host)
         states = self._status(host)
+        # A program in STARTING is not known to run yet (supervisord retries a crashing one
+        # through STARTING and BACKOFF): wait, briefly, for a state that says.
+        deadline = time.monotonic() + STARTING_WAIT
+        while time.monotonic() < deadline and any(
+            v == "STARTING" for r in resources for v in self._members(r, states).values()
+        ):
+            time.sleep(0.25)
+            states = self._status(host)
         result: dict[str, ServiceState | None] = {}
         for r in resources:
             on_disk = pending.get(self._group(r))
