@@ -139,7 +139,7 @@ def test_failed_notifier_does_not_refresh(tmp_path: Path) -> None:
 
 
 def test_independent_resources_apply_concurrently(tmp_path: Path) -> None:
-    rs: list[Resource] = [Marker(name=f"m{i}", dir=str(tmp_path), sleep=0.3) for i in range(4)]
+    rs: list[Resource] = [Marker(name=f"m{i}", dir=str(tmp_path), sleep=1.0) for i in range(4)]
     run(rs, tmp_path, jobs=4)
     spans = sorted(intervals(tmp_path).values())
     # all four overlap: each starts before the first one ends
