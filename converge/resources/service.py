@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from converge.facts import Facts
     from converge.host import Host, Result
 
+JOURNAL_WAIT = 3.0  # seconds to wait for a failed unit's own output to reach the journal
 STARTING_WAIT = 5.0  # seconds a probe waits for supervisor programs to leave STARTING
 
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system",
@@ -226,9 +227,16 @@ class SystemdProvider(_ServiceProvider):
         about it), or, failing that, its last lines."""
         invocation = self._show(host, unit, "InvocationID").get("InvocationID", "")
         # The unit's own output reaches journald through a stream that can lag behind
-        # systemd's "failed" message: give it a moment and have journald flush it.
-        time.sleep(0.5)
-        host.run(["journalctl", "--sync"], check=False)
+        # systemd's "failed" message: wait (a few seconds at most, and only on this failure
+        # path) until some of the unit's own lines are there.
+        deadline = time.monotonic() + JOURNAL_WAIT
+        while invocation:
+            host.run(["journalctl", "--sync"], check=False)
+            own = host.run(["journalctl", "--no-pager", "-o", "cat", "-n", "1",
+                            f"_SYSTEMD_INVOCATION_ID={invocation}"], check=False)
+            if own.stdout.strip() or time.monotonic() >= deadline:
+                break
+            time.sleep(0.3)
         lines = ""
         if invocation:
             res = host.run(["journalctl", "--no-pager", "-o", "cat", "-n", str(JOURNAL_LINES),
