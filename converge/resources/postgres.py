@@ -61,6 +61,13 @@ class PgConnection(BaseModel):
         return f"PostgreSQL at {where}:{self.port}"
 
 
+def _identifier(name: str, what: str) -> str:
+    """PostgreSQL identifiers: 1 to 63 characters, no NUL (anything else is quoted)."""
+    if not name or len(name) > 63 or "\x00" in name:
+        raise ValueError(f"a {what} name has 1 to 63 characters")
+    return name
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -140,12 +147,7 @@ class PgRole(Resource):
     connection: PgConnection = Field(default_factory=PgConnection,
                                      description="Which server, and how to connect.")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not v or len(v) > 63 or "\x00" in v:
-            raise ValueError("a role name has 1 to 63 characters")
-        return v
+    _name = field_validator("name")(classmethod(lambda cls, v: _identifier(v, "role")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,12 +281,7 @@ class PgDatabase(Resource):
     connection: PgConnection = Field(default_factory=PgConnection,
                                      description="Which server, and how to connect.")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not v or len(v) > 63 or "\x00" in v:
-            raise ValueError("a database name has 1 to 63 characters")
-        return v
+    _name = field_validator("name")(classmethod(lambda cls, v: _identifier(v, "database")))
 
     def implied_requires(self) -> Iterable[str]:
         if self.owner:
